@@ -1,0 +1,162 @@
+/* ayla-sim: the local stand-in for the Ayla Datastream Service. */
+#include "sim.h"
+
+#include <getopt.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t stop_requested;
+static void on_signal(int sig) { (void)sig; stop_requested = 1; }
+
+static void usage(FILE *out)
+{
+	fputs("usage: ayla-sim [options]\n"
+	      "Serves a local Ayla Datastream Service (DSS) WebSocket at /stream.\n\n"
+	      "  -p, --port N             listen port (default 0: any free port)\n"
+	      "      --host ADDR          bind address (default 127.0.0.1)\n"
+	      "  -k, --key KEY            the accepted stream key (default: random)\n"
+	      "      --heartbeat SECONDS  heartbeat interval (default 30)\n"
+	      "      --misses N           drop a client after N unanswered heartbeats (default 2)\n"
+	      "  -s, --scenario FILE      JSONL events to play once a client connects\n"
+	      "  -i, --interval SECONDS   seconds between scenario events (default 1)\n"
+	      "  -l, --loop               replay the scenario forever\n"
+	      "      --cert FILE --tls-key FILE   serve wss:// with this certificate\n"
+	      "      --flood N            send N datapoint events to each client on connect\n"
+	      "  -h, --help\n\n"
+	      "Commands on standard input, one per line, act on connected clients:\n"
+	      "  emit JSON | drop | stall SECONDS | withhold SECONDS | fragment N |\n"
+	      "  garble KIND | flood N | stats\n"
+	      "  (garble kinds: no_separator bad_prefix empty_payload not_object\n"
+	      "   truncated trailing_data binary)\n",
+	      out);
+}
+
+static void print_stats(struct ayla_sim *sim)
+{
+	struct ayla_sim_stats st;
+	ayla_sim_stats(sim, &st);
+	printf("clients %llu connections %llu rejected %llu heartbeats %llu replies %llu "
+	       "heartbeat_drops %llu events %llu flood %llu raw %llu faults %llu last_seq %llu\n",
+	       (unsigned long long)st.clients, (unsigned long long)st.connections,
+	       (unsigned long long)st.rejected, (unsigned long long)st.heartbeats_sent,
+	       (unsigned long long)st.heartbeat_replies, (unsigned long long)st.heartbeat_drops,
+	       (unsigned long long)st.events_sent, (unsigned long long)st.flood_sent,
+	       (unsigned long long)st.raw_sent, (unsigned long long)st.faults,
+	       (unsigned long long)st.last_seq);
+	fflush(stdout);
+}
+
+static void command(struct ayla_sim *sim, char *line)
+{
+	line[strcspn(line, "\r\n")] = '\0';
+	char *arg = strchr(line, ' ');
+	if (arg)
+		*arg++ = '\0';
+	double x = arg ? atof(arg) : 0;
+	int rc = 0;
+	if (!strcmp(line, "emit") && arg)
+		rc = ayla_sim_emit(sim, arg, strlen(arg));
+	else if (!strcmp(line, "drop"))
+		rc = ayla_sim_fault(sim, AYLA_FAULT_DROP, 0);
+	else if (!strcmp(line, "stall") && x > 0)
+		rc = ayla_sim_fault(sim, AYLA_FAULT_STALL, x);
+	else if (!strcmp(line, "withhold") && x > 0)
+		rc = ayla_sim_fault(sim, AYLA_FAULT_WITHHOLD, x);
+	else if (!strcmp(line, "fragment") && x >= 2)
+		rc = ayla_sim_fault(sim, AYLA_FAULT_FRAGMENT, x);
+	else if (!strcmp(line, "garble") && arg)
+		rc = ayla_sim_garble(sim, arg);
+	else if (!strcmp(line, "flood") && x >= 1)
+		rc = ayla_sim_flood(sim, (uint64_t)x);
+	else if (!strcmp(line, "stats"))
+		print_stats(sim);
+	else if (line[0])
+		rc = -1;
+	if (rc)
+		fprintf(stderr, "ayla-sim: cannot do '%s%s%s' (see --help)\n", line, arg ? " " : "",
+			arg ? arg : "");
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"port", required_argument, NULL, 'p'},  {"host", required_argument, NULL, 'H'},
+		{"key", required_argument, NULL, 'k'},   {"heartbeat", required_argument, NULL, 'b'},
+		{"misses", required_argument, NULL, 'm'}, {"scenario", required_argument, NULL, 's'},
+		{"interval", required_argument, NULL, 'i'}, {"loop", no_argument, NULL, 'l'},
+		{"cert", required_argument, NULL, 'c'},  {"tls-key", required_argument, NULL, 'K'},
+		{"flood", required_argument, NULL, 'f'}, {"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	struct ayla_sim_config cfg = {.heartbeat_interval = 30, .heartbeat_misses = 2,
+				      .event_interval = 1, .history = 10000};
+	long flood = 0;
+	int c;
+	while ((c = getopt_long(argc, argv, "p:k:s:i:lh", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'p': cfg.port = atoi(optarg); break;
+		case 'H': cfg.host = optarg; break;
+		case 'k': cfg.key = optarg; break;
+		case 'b': cfg.heartbeat_interval = atof(optarg); break;
+		case 'm': cfg.heartbeat_misses = atoi(optarg); break;
+		case 's': cfg.scenario = optarg; break;
+		case 'i': cfg.event_interval = atof(optarg); break;
+		case 'l': cfg.loop = 1; break;
+		case 'c': cfg.cert_file = optarg; break;
+		case 'K': cfg.key_file = optarg; break;
+		case 'f': flood = atol(optarg); break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (optind < argc || !cfg.cert_file != !cfg.key_file || cfg.heartbeat_interval <= 0) {
+		usage(stderr);
+		return 2;
+	}
+
+	char err[256];
+	struct ayla_sim *sim = ayla_sim_start(&cfg, err, sizeof err);
+	if (!sim) {
+		fprintf(stderr, "ayla-sim: %s\n", err);
+		return 1;
+	}
+	/* The key is printed because this is a local test server: that is
+	 * the point of it. Real keys never pass through here. */
+	printf("ayla-sim: url %s://%s:%d/stream\n", ayla_sim_tls(sim) ? "wss" : "ws",
+	       cfg.host ? cfg.host : "127.0.0.1", ayla_sim_port(sim));
+	printf("ayla-sim: key %s\n", ayla_sim_key(sim));
+	fflush(stdout);
+
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+
+	int flooded = 0;
+	char line[65536];
+	int stdin_open = 1;
+	while (!stop_requested) {
+		if (flood && !flooded) {
+			struct ayla_sim_stats st;
+			ayla_sim_stats(sim, &st);
+			if (st.clients) {
+				ayla_sim_flood(sim, (uint64_t)flood);
+				flooded = 1;
+			}
+		}
+		struct pollfd in = {.fd = 0, .events = POLLIN};
+		if (poll(&in, stdin_open ? 1 : 0, 100) > 0) {
+			if (fgets(line, sizeof line, stdin))
+				command(sim, line);
+			else
+				stdin_open = 0;
+		}
+	}
+	ayla_sim_stop(sim);
+	return 0;
+}

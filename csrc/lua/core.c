@@ -1,0 +1,117 @@
+/*
+ * ayla.core: the C half of the module. It exposes the DSS client and the
+ * simulator as two userdata types; policy and friendliness live in
+ * the Lua files of lua/ayla on top of it.
+ */
+#include "lcommon.h"
+
+#include "util.h"
+
+#include <libwebsockets.h>
+#include <time.h>
+
+static int opt_field(lua_State *L, int t, const char *name, int type, const char *tname)
+{
+	int got = lua_getfield(L, t, name);
+	if (got == LUA_TNIL) {
+		lua_pop(L, 1);
+		return 0;
+	}
+	if (got != type)
+		luaL_error(L, "option '%s' must be a %s, not a %s", name, tname,
+			   luaL_typename(L, -1));
+	return 1;
+}
+
+const char *ayla_opt_string(lua_State *L, int t, const char *name, const char *def)
+{
+	if (!opt_field(L, t, name, LUA_TSTRING, "string"))
+		return def;
+	const char *s = lua_tostring(L, -1);
+	lua_pop(L, 1); /* still referenced by the options table */
+	return s;
+}
+
+double ayla_opt_number(lua_State *L, int t, const char *name, double def)
+{
+	if (!opt_field(L, t, name, LUA_TNUMBER, "number"))
+		return def;
+	double v = (double)lua_tonumber(L, -1);
+	lua_pop(L, 1);
+	return v;
+}
+
+lua_Integer ayla_opt_integer(lua_State *L, int t, const char *name, lua_Integer def)
+{
+	if (!opt_field(L, t, name, LUA_TNUMBER, "number"))
+		return def;
+	int isint;
+	lua_Integer v = lua_tointegerx(L, -1, &isint);
+	if (!isint)
+		luaL_error(L, "option '%s' must be an integer", name);
+	lua_pop(L, 1);
+	return v;
+}
+
+int ayla_opt_boolean(lua_State *L, int t, const char *name, int def)
+{
+	if (!opt_field(L, t, name, LUA_TBOOLEAN, "boolean"))
+		return def;
+	int v = lua_toboolean(L, -1);
+	lua_pop(L, 1);
+	return v;
+}
+
+void ayla_set_number(lua_State *L, const char *name, double value)
+{
+	lua_pushnumber(L, value);
+	lua_setfield(L, -2, name);
+}
+
+void ayla_set_integer(lua_State *L, const char *name, lua_Integer value)
+{
+	lua_pushinteger(L, value);
+	lua_setfield(L, -2, name);
+}
+
+void ayla_set_string(lua_State *L, const char *name, const char *value)
+{
+	lua_pushstring(L, value);
+	lua_setfield(L, -2, name);
+}
+
+/* core.monotime() -> seconds on a clock that never jumps */
+static int core_monotime(lua_State *L)
+{
+	lua_pushnumber(L, ayla_monotime());
+	return 1;
+}
+
+/* core.sleep(seconds): blocks the calling thread (the I/O threads go on) */
+static int core_sleep(lua_State *L)
+{
+	double s = luaL_checknumber(L, 1);
+	if (s > 0) {
+		struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+		while (nanosleep(&ts, &ts) != 0)
+			;
+	}
+	return 0;
+}
+
+int luaopen_ayla_core(lua_State *L);
+int luaopen_ayla_core(lua_State *L)
+{
+	lua_newtable(L);
+	lua_pushcfunction(L, core_monotime);
+	lua_setfield(L, -2, "monotime");
+	lua_pushcfunction(L, core_sleep);
+	lua_setfield(L, -2, "sleep");
+	ayla_open_stream(L);
+	lua_setfield(L, -2, "stream");
+	ayla_open_sim(L);
+	lua_setfield(L, -2, "sim");
+	lua_pushstring(L, lws_get_library_version());
+	lua_setfield(L, -2, "lws_version");
+	return 1;
+}

@@ -1,0 +1,649 @@
+/* The DSS WebSocket client on its I/O thread; see stream.h. */
+#include "stream.h"
+
+#include "iothread.h"
+#include "util.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <libwebsockets.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#define HB_RING 16 /* heartbeats awaiting a reply whose arrival time we keep */
+
+struct ayla_stream {
+	struct ayla_stream_config cfg; /* strings owned (strdup) */
+	struct ayla_iothread io;
+	int efd;
+
+	/* Shared between the threads, under mu. */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct ayla_queue queue;
+	enum ayla_stream_state state;
+	struct ayla_stream_stats st;
+	char last_error[256];
+	int efd_set;
+
+	/* I/O thread only (and the destroying thread after the join). */
+	struct lws *wsi;
+	lws_sorted_usec_list_t sul_connect, sul_watchdog;
+	atomic_int destroying; /* set by the closing thread once the I/O thread is told to stop */
+	unsigned attempts;
+	int resumed;      /* this connection asked for seq_start */
+	int got_message;  /* this connection delivered something */
+	int idle_killed;  /* the watchdog ended this connection */
+	uint64_t rng;
+	double last_rx;   /* monotonic */
+	char *rx;
+	size_t rx_len, rx_cap;
+	int rx_oversize, rx_binary;
+	unsigned replies_due;
+	double hb_at[HB_RING]; /* monotonic receipt times, FIFO */
+	unsigned hb_head;
+	unsigned char *tx; /* LWS_PRE + reply */
+};
+
+static const char *const state_names[] = {
+	[AYLA_CONNECTING] = "connecting", [AYLA_OPEN] = "open", [AYLA_BACKOFF] = "backoff",
+	[AYLA_REFUSED] = "refused",       [AYLA_CLOSED] = "closed",
+};
+
+static const char *const type_names[AYLA_EV_COUNT] = {
+	[AYLA_EV_CONNECTIVITY] = "connectivity", [AYLA_EV_DATAPOINT] = "datapoint",
+	[AYLA_EV_DATAPOINTACK] = "datapointack", [AYLA_EV_LOCATION] = "location",
+	[AYLA_EV_REGISTRATION] = "registration", [AYLA_EV_OTHER] = "other",
+};
+
+const char *ayla_stream_state_name(enum ayla_stream_state state) { return state_names[state]; }
+const char *ayla_event_type_name(enum ayla_event_type type) { return type_names[type]; }
+
+/* ---- helpers on shared state (caller holds mu unless noted) ---- */
+
+static void set_error(struct ayla_stream *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void set_error(struct ayla_stream *s, const char *fmt, ...)
+{
+	char raw[sizeof s->last_error];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(raw, sizeof raw, fmt, ap);
+	va_end(ap);
+	/* Anything that came from lws may quote the request URL. */
+	ayla_redact_url(raw, s->last_error, sizeof s->last_error);
+}
+
+static void set_state(struct ayla_stream *s, enum ayla_stream_state state)
+{
+	s->state = state;
+	pthread_cond_broadcast(&s->cv);
+}
+
+static void signal_readable(struct ayla_stream *s)
+{
+	if (!s->efd_set && s->queue.head) {
+		uint64_t one = 1;
+		if (write(s->efd, &one, sizeof one) == (ssize_t)sizeof one)
+			s->efd_set = 1;
+		pthread_cond_broadcast(&s->cv);
+	}
+}
+
+static enum ayla_event_type classify(const char *json, size_t len)
+{
+	static const char *const path[] = {"metadata", "event_type"};
+	const char *v;
+	size_t vlen;
+	if (dss_json_lookup(json, len, path, 2, &v, &vlen))
+		for (int t = 0; t < AYLA_EV_OTHER; t++)
+			if (strlen(type_names[t]) == vlen && memcmp(type_names[t], v, vlen) == 0)
+				return (enum ayla_event_type)t;
+	return AYLA_EV_OTHER;
+}
+
+/* ---- reconnect scheduling (I/O thread) ---- */
+
+static void connect_now(lws_sorted_usec_list_t *sul);
+
+static void schedule_connect(struct ayla_stream *s)
+{
+	double base = s->cfg.backoff_min * pow(2.0, s->attempts);
+	if (base > s->cfg.backoff_max)
+		base = s->cfg.backoff_max;
+	/* Equal jitter: half fixed, half random, so a fleet of clients that
+	 * lost the server together does not come back together. */
+	double delay = base * (0.5 + 0.5 * ayla_random(&s->rng));
+	s->attempts++;
+	pthread_mutex_lock(&s->mu);
+	s->st.attempts = s->attempts;
+	s->st.next_attempt_in = delay;
+	set_state(s, AYLA_BACKOFF);
+	pthread_mutex_unlock(&s->mu);
+	lws_sul_schedule(s->io.ctx, 0, &s->sul_connect, connect_now,
+			 (lws_usec_t)(delay * LWS_USEC_PER_SEC));
+}
+
+static void percent_encode(const char *in, char *out, size_t outlen)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t o = 0;
+	for (; *in && o + 4 < outlen; in++) {
+		unsigned char c = (unsigned char)*in;
+		if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+		    c == '-' || c == '_' || c == '.' || c == '~') {
+			out[o++] = (char)c;
+		} else {
+			out[o++] = '%';
+			out[o++] = hex[c >> 4];
+			out[o++] = hex[c & 15];
+		}
+	}
+	out[o] = '\0';
+}
+
+static void connect_now(lws_sorted_usec_list_t *sul)
+{
+	struct ayla_stream *s = lws_container_of(sul, struct ayla_stream, sul_connect);
+	if (s->destroying)
+		return;
+
+	char key[512], path[1024];
+	percent_encode(s->cfg.key, key, sizeof key);
+	pthread_mutex_lock(&s->mu);
+	uint64_t seq_start = 0;
+	if (s->cfg.resume && s->st.have_seq)
+		seq_start = s->st.last_seq + 1;
+	else if (!s->st.have_seq)
+		seq_start = s->cfg.seq_start;
+	set_state(s, AYLA_CONNECTING);
+	s->st.next_attempt_in = 0;
+	pthread_mutex_unlock(&s->mu);
+	if (seq_start)
+		snprintf(path, sizeof path, "%s?stream_key=%s&seq_start=%llu", s->cfg.path, key,
+			 (unsigned long long)seq_start);
+	else
+		snprintf(path, sizeof path, "%s?stream_key=%s", s->cfg.path, key);
+	s->resumed = seq_start != 0;
+	s->got_message = 0;
+	s->idle_killed = 0;
+
+	struct lws_client_connect_info i;
+	memset(&i, 0, sizeof i);
+	i.context = s->io.ctx;
+	i.address = s->cfg.host;
+	i.port = s->cfg.port;
+	i.path = path;
+	i.host = s->cfg.host;
+	i.origin = s->cfg.host;
+	i.local_protocol_name = "ayla-dss";
+	i.userdata = s;
+	i.pwsi = &s->wsi;
+	if (s->cfg.tls) {
+		i.ssl_connection = LCCSCF_USE_SSL;
+		if (!s->cfg.verify)
+			i.ssl_connection |= LCCSCF_ALLOW_SELFSIGNED |
+					    LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK |
+					    LCCSCF_ALLOW_EXPIRED | LCCSCF_ALLOW_INSECURE;
+	}
+	if (!lws_client_connect_via_info(&i)) {
+		/* lws gives no CONNECTION_ERROR in this case (DNS failure). */
+		s->wsi = NULL;
+		pthread_mutex_lock(&s->mu);
+		s->st.connect_failures++;
+		set_error(s, "cannot connect to %s:%d (host name lookup failed?)", s->cfg.host,
+			  s->cfg.port);
+		pthread_mutex_unlock(&s->mu);
+		schedule_connect(s);
+	}
+}
+
+static void watchdog(lws_sorted_usec_list_t *sul)
+{
+	struct ayla_stream *s = lws_container_of(sul, struct ayla_stream, sul_watchdog);
+	if (s->destroying || !s->wsi)
+		return;
+	double silent = ayla_monotime() - s->last_rx;
+	if (silent > s->cfg.idle_timeout) {
+		pthread_mutex_lock(&s->mu);
+		s->st.idle_timeouts++;
+		set_error(s, "no message from the server for %.1f s (idle_timeout %.1f s): "
+			     "reconnecting", silent, s->cfg.idle_timeout);
+		pthread_mutex_unlock(&s->mu);
+		s->idle_killed = 1;
+		lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+		return;
+	}
+	double next = s->cfg.idle_timeout - silent;
+	lws_sul_schedule(s->io.ctx, 0, &s->sul_watchdog, watchdog,
+			 (lws_usec_t)((next > 0.01 ? next : 0.01) * LWS_USEC_PER_SEC) + 1000);
+}
+
+/* ---- receiving (I/O thread) ---- */
+
+struct parse_ctx {
+	struct ayla_stream *s;
+	double now;
+};
+
+static void track_seq(struct ayla_stream *s, uint64_t seq, int *drop)
+{
+	struct ayla_stream_stats *st = &s->st;
+	*drop = 0;
+	if (st->have_seq) {
+		if (seq > st->last_seq + 1) {
+			st->seq_gaps++;
+			st->seq_missing += seq - st->last_seq - 1;
+		} else if (seq <= st->last_seq) {
+			if (s->resumed) {
+				/* Asked to resume after last_seq: this one was delivered. */
+				st->duplicates++;
+				*drop = 1;
+				return;
+			}
+			st->seq_repeats++;
+		}
+	}
+	st->last_seq = seq;
+	st->have_seq = 1;
+}
+
+static void on_record(const struct dss_record *rec, void *ud)
+{
+	struct parse_ctx *pc = ud;
+	struct ayla_stream *s = pc->s;
+
+	switch (rec->kind) {
+	case DSS_HEARTBEAT:
+		s->st.heartbeats++;
+		s->st.last_heartbeat_at = pc->now;
+		s->hb_at[(s->hb_head + s->replies_due) % HB_RING] = ayla_monotime();
+		if (s->replies_due < HB_RING)
+			s->replies_due++;
+		lws_callback_on_writable(s->wsi);
+		break;
+	case DSS_KEEPALIVE:
+		s->st.keepalives++;
+		break;
+	case DSS_MALFORMED:
+		s->st.malformed[rec->reason]++;
+		set_error(s, "malformed message (%s) skipped", dss_malformed_name(rec->reason));
+		break;
+	case DSS_EVENT: {
+		uint64_t seq;
+		int drop = 0;
+		if (dss_json_seq(rec->json, rec->json_len, &seq))
+			track_seq(s, seq, &drop);
+		if (drop)
+			break;
+		if (rec->len_mismatch)
+			s->st.len_mismatch++;
+		s->st.events++;
+		s->st.by_type[classify(rec->json, rec->json_len)]++;
+		s->st.last_event_at = pc->now;
+		if (ayla_queue_push(&s->queue, rec->json, rec->json_len) < 0)
+			s->queue.dropped++; /* out of memory: counted like a drop */
+		break;
+	}
+	}
+}
+
+static void handle_message(struct ayla_stream *s, const char *msg, size_t len)
+{
+	struct parse_ctx pc = {s, ayla_now()};
+	s->last_rx = ayla_monotime();
+	if (!s->got_message) {
+		s->got_message = 1;
+		s->attempts = 0; /* the connection proved itself: reset the backoff */
+	}
+	pthread_mutex_lock(&s->mu);
+	s->st.messages++;
+	s->st.bytes += len;
+	s->st.last_message_at = pc.now;
+	s->st.attempts = 0;
+	dss_frame_parse(msg, len, on_record, &pc);
+	signal_readable(s);
+	pthread_mutex_unlock(&s->mu);
+}
+
+static void count_skipped(struct ayla_stream *s, uint64_t *counter, const char *what)
+{
+	pthread_mutex_lock(&s->mu);
+	(*counter)++;
+	set_error(s, "%s", what);
+	pthread_mutex_unlock(&s->mu);
+}
+
+static int on_receive(struct ayla_stream *s, struct lws *wsi, const char *in, size_t len)
+{
+	int first = lws_is_first_fragment(wsi);
+	int final = lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi);
+
+	lws_validity_confirmed(wsi);
+	if (first) {
+		s->rx_len = 0;
+		s->rx_oversize = 0;
+		s->rx_binary = lws_frame_is_binary(wsi);
+	}
+	if (first && final && !s->rx_binary) { /* the common case: no copy */
+		if (len > s->cfg.max_message)
+			count_skipped(s, &s->st.oversize, "oversize message skipped");
+		else
+			handle_message(s, in, len);
+		return 0;
+	}
+	if (!s->rx_oversize && !s->rx_binary) {
+		if (s->rx_len + len > s->cfg.max_message) {
+			s->rx_oversize = 1;
+		} else {
+			if (s->rx_len + len > s->rx_cap) {
+				size_t cap = s->rx_cap ? s->rx_cap : 4096;
+				while (cap < s->rx_len + len)
+					cap *= 2;
+				char *grown = realloc(s->rx, cap);
+				if (!grown)
+					return -1;
+				s->rx = grown;
+				s->rx_cap = cap;
+			}
+			memcpy(s->rx + s->rx_len, in, len);
+			s->rx_len += len;
+		}
+	}
+	if (final) {
+		s->last_rx = ayla_monotime();
+		if (s->rx_binary)
+			count_skipped(s, &s->st.binary, "binary message skipped (DSS sends text)");
+		else if (s->rx_oversize)
+			count_skipped(s, &s->st.oversize, "oversize message skipped");
+		else
+			handle_message(s, s->rx, s->rx_len);
+		s->rx_len = 0;
+		if (s->rx_cap > 65536) {
+			free(s->rx); /* do not keep a rare huge buffer forever */
+			s->rx = NULL;
+			s->rx_cap = 0;
+		}
+	}
+	return 0;
+}
+
+static int send_reply(struct ayla_stream *s, struct lws *wsi)
+{
+	if (!s->replies_due)
+		return 0; /* an unrequested WRITEABLE: nothing to say */
+	size_t n = strlen(s->cfg.heartbeat_reply);
+	memcpy(s->tx + LWS_PRE, s->cfg.heartbeat_reply, n);
+	if (lws_write(wsi, s->tx + LWS_PRE, n, LWS_WRITE_TEXT) < (int)n)
+		return -1;
+	double latency = ayla_monotime() - s->hb_at[s->hb_head];
+	s->hb_head = (s->hb_head + 1) % HB_RING;
+	s->replies_due--;
+	pthread_mutex_lock(&s->mu);
+	s->st.heartbeats_answered++;
+	s->st.heartbeat_reply_last = latency;
+	if (latency > s->st.heartbeat_reply_max)
+		s->st.heartbeat_reply_max = latency;
+	pthread_mutex_unlock(&s->mu);
+	if (s->replies_due)
+		lws_callback_on_writable(wsi);
+	return 0;
+}
+
+/* ---- the protocol callback (I/O thread, or the destroying thread) ---- */
+
+static void connection_lost(struct ayla_stream *s)
+{
+	s->wsi = NULL;
+	s->replies_due = 0;
+	lws_sul_cancel(&s->sul_watchdog);
+	if (s->destroying)
+		return;
+	int refused;
+	pthread_mutex_lock(&s->mu);
+	refused = s->state == AYLA_REFUSED;
+	pthread_mutex_unlock(&s->mu);
+	if (!refused)
+		schedule_connect(s);
+}
+
+static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+		    size_t len)
+{
+	struct ayla_stream *s = user;
+
+	switch (reason) {
+	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR: {
+		if (!s)
+			break;
+		unsigned status = lws_http_client_http_response(wsi);
+		const char *why = in ? (const char *)in : "unknown error";
+		pthread_mutex_lock(&s->mu);
+		s->st.connect_failures++;
+		if (status == 401 || strstr(why, "unauthorized")) {
+			/* Retrying a refused key cannot help and hammers the
+			 * service: stop and say what to do. */
+			set_error(s, "stream key refused by the server (HTTP 401): the "
+				     "subscription is unknown or was deleted; create a new "
+				     "subscription and use its stream_key");
+			set_state(s, AYLA_REFUSED);
+		} else if (status) {
+			set_error(s, "connection to %s:%d refused with HTTP %u", s->cfg.host,
+				  s->cfg.port, status);
+		} else {
+			set_error(s, "cannot connect to %s:%d: %.*s", s->cfg.host, s->cfg.port,
+				  (int)(len && len < 160 ? len : strnlen(why, 160)), why);
+		}
+		pthread_mutex_unlock(&s->mu);
+		connection_lost(s);
+		break;
+	}
+	case LWS_CALLBACK_CLIENT_ESTABLISHED:
+		s->last_rx = ayla_monotime();
+		s->rx_len = 0;
+		pthread_mutex_lock(&s->mu);
+		s->st.connects++;
+		s->st.connected_at = ayla_now();
+		if (!s->cfg.resume)
+			s->st.have_seq = 0; /* a fresh stream may number from anywhere */
+		set_state(s, AYLA_OPEN);
+		pthread_mutex_unlock(&s->mu);
+		if (s->cfg.idle_timeout > 0)
+			lws_sul_schedule(s->io.ctx, 0, &s->sul_watchdog, watchdog,
+					 (lws_usec_t)(s->cfg.idle_timeout * LWS_USEC_PER_SEC));
+		break;
+	case LWS_CALLBACK_CLIENT_RECEIVE:
+		return on_receive(s, wsi, in, len);
+	case LWS_CALLBACK_CLIENT_RECEIVE_PONG:
+		s->last_rx = ayla_monotime();
+		break;
+	case LWS_CALLBACK_CLIENT_WRITEABLE:
+		return send_reply(s, wsi);
+	case LWS_CALLBACK_CLIENT_CLOSED:
+		if (!s)
+			break;
+		pthread_mutex_lock(&s->mu);
+		s->st.disconnects++;
+		if (!s->destroying && !s->idle_killed)
+			set_error(s, "connection to %s:%d lost; reconnecting", s->cfg.host,
+				  s->cfg.port);
+		pthread_mutex_unlock(&s->mu);
+		connection_lost(s);
+		break;
+	default:
+		break;
+	}
+	return 0;
+}
+
+static const struct lws_protocols protocols[] = {
+	{"ayla-dss", callback, 0, 0, 0, NULL, 0},
+	{NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+/* ---- the Lua-thread side ---- */
+
+static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
+
+static void free_config(struct ayla_stream_config *c)
+{
+	free((char *)c->host);
+	free((char *)c->path);
+	if (c->key) /* secrets do not linger in freed memory */
+		memset((char *)c->key, 0, strlen(c->key));
+	free((char *)c->key);
+	free((char *)c->heartbeat_reply);
+	free((char *)c->ca_file);
+}
+
+struct ayla_stream *ayla_stream_open(const struct ayla_stream_config *cfg, char *err,
+				     size_t errlen)
+{
+	struct ayla_stream *s = calloc(1, sizeof *s);
+	if (!s) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	s->cfg = *cfg;
+	s->cfg.host = dup_or_null(cfg->host);
+	s->cfg.path = dup_or_null(cfg->path ? cfg->path : "/stream");
+	s->cfg.key = dup_or_null(cfg->key);
+	s->cfg.heartbeat_reply = dup_or_null(cfg->heartbeat_reply ? cfg->heartbeat_reply : "Z");
+	s->cfg.ca_file = dup_or_null(cfg->ca_file);
+	s->tx = malloc(LWS_PRE + strlen(s->cfg.heartbeat_reply ? s->cfg.heartbeat_reply : "") + 1);
+	s->rng = ayla_random_seed();
+	s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&s->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	ayla_queue_init(&s->queue, cfg->queue_max, cfg->queue_max_bytes, cfg->drop_policy);
+	s->st.started_at = ayla_now();
+	s->state = AYLA_CONNECTING;
+	if (!s->cfg.host || !s->cfg.path || !s->cfg.key || !s->cfg.heartbeat_reply || !s->tx ||
+	    s->efd < 0 || (cfg->ca_file && !s->cfg.ca_file)) {
+		snprintf(err, errlen, "cannot allocate the stream: %s", strerror(errno));
+		ayla_stream_free(s);
+		return NULL;
+	}
+
+	ayla_lws_logging();
+	struct lws_context_creation_info info;
+	memset(&info, 0, sizeof info);
+	info.port = CONTEXT_PORT_NO_LISTEN;
+	info.protocols = protocols;
+	info.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+	info.fd_limit_per_thread = 1 + 1 + 1;
+	info.client_ssl_ca_filepath = s->cfg.ca_file;
+	info.user = s;
+	struct lws_context *ctx = lws_create_context(&info);
+	if (!ctx) {
+		snprintf(err, errlen, "cannot create the libwebsockets context%s",
+			 s->cfg.ca_file ? " (is ca_file a readable PEM file?)" : "");
+		ayla_stream_free(s);
+		return NULL;
+	}
+	s->io.ctx = ctx;
+	/* Safe before the thread starts: nobody else services ctx yet. */
+	lws_sul_schedule(ctx, 0, &s->sul_connect, connect_now, 1);
+	int rc = ayla_iothread_start(&s->io, ctx);
+	if (rc) {
+		snprintf(err, errlen, "cannot start the I/O thread: %s", strerror(rc));
+		ayla_stream_free(s);
+		return NULL;
+	}
+	return s;
+}
+
+struct ayla_msg *ayla_stream_pop(struct ayla_stream *s)
+{
+	pthread_mutex_lock(&s->mu);
+	struct ayla_msg *m = ayla_queue_pop(&s->queue);
+	if (!s->queue.head && s->efd_set) {
+		uint64_t v;
+		if (read(s->efd, &v, sizeof v) == (ssize_t)sizeof v || errno == EAGAIN)
+			s->efd_set = 0;
+	}
+	pthread_mutex_unlock(&s->mu);
+	return m;
+}
+
+int ayla_stream_wait(struct ayla_stream *s, double seconds)
+{
+	struct timespec until;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	double whole = floor(seconds > 0 ? seconds : 0);
+	until.tv_sec += (time_t)whole;
+	until.tv_nsec += (long)((seconds - whole) * 1e9);
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&s->mu);
+	while (!s->queue.head && s->state != AYLA_REFUSED && s->state != AYLA_CLOSED)
+		if (pthread_cond_timedwait(&s->cv, &s->mu, &until) == ETIMEDOUT)
+			break;
+	int ready = s->queue.head != NULL;
+	pthread_mutex_unlock(&s->mu);
+	return ready;
+}
+
+enum ayla_stream_state ayla_stream_snapshot(struct ayla_stream *s, struct ayla_stream_stats *st,
+					    char *last_error, size_t errlen)
+{
+	pthread_mutex_lock(&s->mu);
+	enum ayla_stream_state state = s->state;
+	if (st) {
+		*st = s->st;
+		st->dropped = s->queue.dropped;
+		st->queued = s->queue.count;
+		st->queued_bytes = s->queue.bytes;
+		st->queue_peak = s->queue.peak_count;
+	}
+	if (last_error)
+		snprintf(last_error, errlen, "%s", s->last_error);
+	pthread_mutex_unlock(&s->mu);
+	return state;
+}
+
+int ayla_stream_fd(struct ayla_stream *s) { return s->efd; }
+
+void ayla_stream_close(struct ayla_stream *s)
+{
+	if (!s->io.started)
+		return;
+	s->destroying = 1; /* callbacks during the context destroy must not reconnect */
+	ayla_iothread_stop(&s->io);
+	pthread_mutex_lock(&s->mu);
+	set_state(s, AYLA_CLOSED);
+	pthread_mutex_unlock(&s->mu);
+}
+
+void ayla_stream_free(struct ayla_stream *s)
+{
+	if (!s)
+		return;
+	ayla_stream_close(s);
+	if (s->io.ctx) { /* created but the thread never started */
+		s->destroying = 1;
+		lws_context_destroy(s->io.ctx);
+	}
+	ayla_queue_clear(&s->queue);
+	free(s->rx);
+	free(s->tx);
+	if (s->efd >= 0)
+		close(s->efd);
+	pthread_cond_destroy(&s->cv);
+	pthread_mutex_destroy(&s->mu);
+	free_config(&s->cfg);
+	free(s);
+}

@@ -1,0 +1,97 @@
+/* Clocks, jitter, redaction and log routing for the C core. */
+#include "util.h"
+
+#include <libwebsockets.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+double ayla_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+double ayla_monotime(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+uint64_t ayla_random_seed(void)
+{
+	uint64_t seed = 0;
+	if (getrandom(&seed, sizeof seed, 0) != (ssize_t)sizeof seed)
+		seed = (uint64_t)(ayla_monotime() * 1e9);
+	return seed ? seed : 0x9E3779B97F4A7C15ull;
+}
+
+double ayla_random(uint64_t *state)
+{
+	uint64_t x = *state ? *state : 0x9E3779B97F4A7C15ull;
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	*state = x;
+	return (double)(x >> 11) / 9007199254740992.0; /* 2^53 */
+}
+
+void ayla_redact(const char *secret, char *out, size_t outlen)
+{
+	size_t n = secret ? strlen(secret) : 0;
+	if (n <= 8)
+		snprintf(out, outlen, "…(%zu)", n);
+	else
+		snprintf(out, outlen, "%.4s…(%zu)", secret, n);
+}
+
+void ayla_redact_url(const char *src, char *dst, size_t dstlen)
+{
+	static const char marker[] = "stream_key=";
+	size_t o = 0;
+	if (!dstlen)
+		return;
+	while (*src && o + 1 < dstlen) {
+		if (strncmp(src, marker, sizeof marker - 1) == 0) {
+			src += sizeof marker - 1;
+			size_t k = strcspn(src, "&# \t\r\n\"'");
+			char key[256], shown[32];
+			snprintf(key, sizeof key, "%.*s", (int)(k < 255 ? k : 255), src);
+			ayla_redact(key, shown, sizeof shown);
+			int w = snprintf(dst + o, dstlen - o, "%s%s", marker, shown);
+			o += w > 0 ? (size_t)w : 0;
+			if (o >= dstlen)
+				o = dstlen - 1;
+			src += k;
+			continue;
+		}
+		dst[o++] = *src++;
+	}
+	dst[o] = '\0';
+}
+
+static void emit_redacted(int level, const char *line)
+{
+	char buf[1024];
+	(void)level;
+	ayla_redact_url(line, buf, sizeof buf);
+	fprintf(stderr, "ayla: lws: %s", buf);
+}
+
+static void setup_logging(void)
+{
+	const char *env = getenv("AYLA_LWS_LOG");
+	int level = env ? atoi(env) : LLL_ERR;
+	lws_set_log_level(level, emit_redacted);
+}
+
+void ayla_lws_logging(void)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	pthread_once(&once, setup_logging);
+}

@@ -1,0 +1,25 @@
+/* Small helpers shared by the C core: clocks, jitter, secret redaction, logs. */
+#ifndef AYLA_UTIL_H
+#define AYLA_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+double ayla_now(void);      /* wall clock, seconds since the epoch */
+double ayla_monotime(void); /* monotonic seconds, for intervals */
+
+/* A uniform random number in [0, 1) from a per-object xorshift state. */
+double ayla_random(uint64_t *state);
+uint64_t ayla_random_seed(void);
+
+/* Shows a secret as its first 4 characters and a length: "abcd…(32)". */
+void ayla_redact(const char *secret, char *out, size_t outlen);
+
+/* Copies src to dst with every "stream_key=VALUE" shortened to a redacted form. */
+void ayla_redact_url(const char *src, char *dst, size_t dstlen);
+
+/* Routes libwebsockets' own log lines to stderr, redacted, at the level in
+ * AYLA_LWS_LOG (an lws LLL_ bit mask; default: errors only). Idempotent. */
+void ayla_lws_logging(void);
+
+#endif

@@ -1,0 +1,14 @@
+-- ayla: a live connection to the Ayla Datastream Service from Lua.
+local event = require "ayla.event"
+local regions = require "ayla.regions"
+local sim = require "ayla.sim"
+local stream = require "ayla.stream"
+
+return {
+  _VERSION = "ayla 0.1.0",
+  stream = stream.new,
+  sim = sim.new,
+  decode = event.decode,
+  null = event.null,
+  regions = regions,
+}

@@ -1,0 +1,49 @@
+-- ayla.sim: the local DSS stand-in (csrc/sim.c) started in-process, on its own
+-- thread and an ephemeral port, for tests, demos and benchmarks.
+local cjson = require "cjson"
+local core = require "ayla.core"
+
+local M = {}
+
+local Sim = { __name = "ayla.Sim" }
+Sim.__index = Sim
+M.Sim = Sim
+
+for _, name in ipairs { "port", "key", "tls", "send_raw", "garble", "fault", "flood", "stats" } do
+  Sim[name] = function(self, ...) return self._core[name](self._core, ...) end
+end
+
+-- ayla.sim{ port = 0, key = K, heartbeat_interval = 30, heartbeat_misses = 2,
+--           cert_file = F, key_file = F, scenario = FILE, event_interval = 1,
+--           loop = false, history = 10000 }
+function M.new(opts)
+  if opts ~= nil and type(opts) ~= "table" then error("ayla.sim expects a table of options", 2) end
+  local c, err = core.sim(opts or {})
+  if not c then return nil, err end
+  return setmetatable({ _core = c }, Sim)
+end
+
+function Sim:url()
+  return ("%s://127.0.0.1:%d/stream"):format(self:tls() and "wss" or "ws", self:port())
+end
+
+-- Broadcasts an event (a table or a JSON object text); the sim sets its seq.
+function Sim:emit(ev)
+  if type(ev) == "table" then ev = cjson.encode(ev) end
+  return self._core:emit(ev)
+end
+
+-- A stream connected to this sim; opts are passed on to ayla.stream.
+function Sim:stream(opts)
+  local o = {}
+  for k, v in pairs(opts or {}) do o[k] = v end
+  o.url, o.key = self:url(), o.key or self:key()
+  return require("ayla.stream").new(o)
+end
+
+function Sim:stop() self._core:stop() end
+Sim.__close = Sim.stop
+
+function Sim:__tostring() return "ayla.Sim " .. self:url() end
+
+return M

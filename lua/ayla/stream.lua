@@ -1,0 +1,187 @@
+-- ayla.stream: a live DSS connection kept by the C I/O thread, read from Lua.
+local core = require "ayla.core"
+local event = require "ayla.event"
+local regions = require "ayla.regions"
+
+local M = {}
+
+local Stream = { __name = "ayla.Stream" }
+Stream.__index = Stream
+M.Stream = Stream
+
+-- How long one blocking wait lasts before Lua runs again, so that Ctrl-C at
+-- the REPL (a Lua hook) is seen while next() waits.
+local WAIT_SLICE = 0.25
+
+local function redact(key)
+  if #key <= 8 then return ("…(%d)"):format(#key) end
+  return ("%s…(%d)"):format(key:sub(1, 4), #key)
+end
+M.redact = redact
+
+local function check(cond, level, fmt, ...)
+  if not cond then error(fmt:format(...), level + 1) end
+end
+
+-- "wss://host:port/path?stream_key=K" -> parts; the key in the URL is allowed.
+local function parse_url(url)
+  local scheme, rest = url:match("^(wss?)://(.+)$")
+  if not scheme then return nil, "url must start with ws:// or wss://" end
+  local authority, path = rest:match("^([^/?#]+)(.*)$")
+  if not authority then return nil, "url has no host" end
+  local host, port = authority:match("^%[(.+)%]:?(%d*)$")
+  if not host then host, port = authority:match("^([^:]+):?(%d*)$") end
+  if not host then return nil, "url has a bad host or port" end
+  local query
+  path, query = path:match("^([^?#]*)%??([^#]*)")
+  local key
+  for k, v in (query or ""):gmatch("([^&=]+)=([^&]*)") do
+    if k == "stream_key" then key = v end
+  end
+  return {
+    tls = scheme == "wss",
+    host = host,
+    port = tonumber(port) or (scheme == "wss" and 443 or 80),
+    path = path ~= "" and path or "/stream",
+    key = key,
+  }
+end
+M.parse_url = parse_url
+
+local OPTIONS = {
+  url = "string", key = "string", region = "string", deployment = "string",
+  hosts = "table", client_type = "string", heartbeat_reply = "string",
+  seq_start = "number", verify = "boolean", ca_file = "string",
+  idle_timeout = "number", backoff = "table", resume = "boolean",
+  queue_max = "number", queue_max_bytes = "number", drop_policy = "string",
+  max_message = "number",
+}
+
+-- ayla.stream{ url = URL | region = R, deployment = D, key = KEY, ... }
+function M.new(opts)
+  check(type(opts) == "table", 2, "ayla.stream expects a table of options")
+  for k, v in pairs(opts) do
+    check(OPTIONS[k], 2, "unknown option '%s' for ayla.stream", tostring(k))
+    check(type(v) == OPTIONS[k], 2, "option '%s' must be a %s", k, OPTIONS[k])
+  end
+  local url = opts.url
+  if not url then
+    local service = opts.client_type == "mobile" and "mstream" or "stream"
+    local err
+    url, err = regions.url(service, opts.region, opts.deployment, opts.hosts)
+    if not url then return nil, err end
+  end
+  local parts, perr = parse_url(url)
+  check(parts, 2, "bad url: %s", perr or "")
+  local key = opts.key or parts.key
+  check(type(key) == "string" and key ~= "", 2,
+    "a stream key is required: key = subscription.stream_key")
+  check(opts.heartbeat_reply == nil or opts.heartbeat_reply ~= "", 2,
+    "heartbeat_reply must not be empty")
+  check(opts.drop_policy == nil or opts.drop_policy == "oldest" or opts.drop_policy == "newest",
+    2, "drop_policy must be \"oldest\" or \"newest\"")
+  local backoff = opts.backoff or {}
+  check(backoff.min == nil or (type(backoff.min) == "number" and backoff.min > 0), 2,
+    "backoff.min must be a positive number of seconds")
+  check(backoff.max == nil or (type(backoff.max) == "number" and backoff.max > 0), 2,
+    "backoff.max must be a positive number of seconds")
+  for _, name in ipairs { "seq_start", "queue_max", "queue_max_bytes", "max_message" } do
+    local v = opts[name]
+    check(v == nil or (math.tointeger(v) and v >= 0), 2,
+      "option '%s' must be a non-negative integer", name)
+  end
+  local verify = opts.verify ~= false
+  if parts.tls and not verify then
+    io.stderr:write(("ayla: warning: TLS verification is off for %s; use this only in tests\n")
+      :format(parts.host))
+  end
+
+  local c, err = core.stream {
+    host = parts.host, port = parts.port, path = parts.path, tls = parts.tls, key = key,
+    heartbeat_reply = opts.heartbeat_reply, verify = verify, ca_file = opts.ca_file,
+    idle_timeout = opts.idle_timeout, backoff_min = backoff.min, backoff_max = backoff.max,
+    resume = opts.resume, seq_start = opts.seq_start and math.tointeger(opts.seq_start),
+    queue_max = opts.queue_max, queue_max_bytes = opts.queue_max_bytes,
+    drop_policy = opts.drop_policy, max_message = opts.max_message,
+  }
+  if not c then return nil, err end
+  local shown = ("%s://%s:%d%s"):format(parts.tls and "wss" or "ws", parts.host, parts.port,
+    parts.path)
+  return setmetatable({ _core = c, url = shown, _key = redact(key), _bad_json = 0,
+                        _closed = false }, Stream)
+end
+
+local function check_self(self)
+  if getmetatable(self) ~= Stream then error("expected an ayla.Stream (use s:method())", 3) end
+end
+
+-- s:next([timeout]) -> event | nil, "timeout" | "closed" | error text
+function Stream:next(timeout)
+  check_self(self)
+  check(timeout == nil or (type(timeout) == "number" and timeout >= 0), 2,
+    "timeout must be a non-negative number of seconds")
+  local c = self._core
+  local deadline = timeout and core.monotime() + timeout
+  while true do
+    local payload = c:pop()
+    if payload then
+      local ev, err = event.decode(payload)
+      if ev then return ev end
+      -- Counted and reported; the stream goes on.
+      self._bad_json = self._bad_json + 1
+      self._last_bad = err
+    else
+      local state, err = c:state()
+      if state == "refused" then return nil, err end
+      if state == "closed" then return nil, "closed" end
+      local left = deadline and deadline - core.monotime()
+      if left and left <= 0 then return nil, "timeout" end
+      c:wait(left and math.min(left, WAIT_SLICE) or WAIT_SLICE)
+    end
+  end
+end
+
+-- for ev in s:events([timeout]) do ... end  -- ends at a timeout, a close or a refusal
+function Stream:events(timeout)
+  check_self(self)
+  return function()
+    local ev, err = self:next(timeout)
+    self.last_stop = ev == nil and err or nil
+    return ev
+  end
+end
+
+function Stream:stats()
+  check_self(self)
+  local st = self._core:stats()
+  st.malformed.bad_json = self._bad_json
+  if self._last_bad and not st.last_error then st.last_error = self._last_bad end
+  return st
+end
+
+-- s:status() -> state ("connecting", "open", "backoff", "refused", "closed"), last error
+function Stream:status()
+  check_self(self)
+  return self._core:state()
+end
+
+function Stream:fd()
+  check_self(self)
+  return self._core:fd()
+end
+
+-- Stops the connection; events already received stay readable with next().
+function Stream:close()
+  check_self(self)
+  if not self._closed then
+    self._closed = true
+    self._core:close()
+  end
+end
+Stream.__close = Stream.close
+
+function Stream:__tostring()
+  return ("ayla.Stream (%s) %s key %s"):format((self._core:state()), self.url, self._key)
+end
+
+return M
