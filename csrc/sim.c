@@ -37,6 +37,7 @@ struct sim_client {
 	int hb_due;            /* a heartbeat waits to be written */
 	int hb_outstanding;    /* sent and not answered */
 	uint64_t flood_left;
+	uint64_t seq_start; /* from the handshake: replay history from here */
 	lws_sorted_usec_list_t sul_hb;
 };
 
@@ -462,7 +463,7 @@ static int refuse(struct lws *wsi, unsigned status, const char *why)
 
 static int check_handshake(struct ayla_sim *sim, struct lws *wsi)
 {
-	char uri[256] = "", buf[256];
+	char uri[256] = "", buf[512];
 	lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI);
 	if (strcmp(uri, "/stream") != 0)
 		return 404;
@@ -474,7 +475,7 @@ static int check_handshake(struct ayla_sim *sim, struct lws *wsi)
 
 static uint64_t requested_seq_start(struct lws *wsi)
 {
-	char v[32];
+	char v[512]; /* lws stops at the first argument that does not fit */
 	const char *s = lws_get_urlarg_by_name(wsi, "seq_start=", v, sizeof v);
 	return s ? strtoull(s, NULL, 10) : 0;
 }
@@ -509,17 +510,18 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 			return refuse(wsi, (unsigned)status,
 				      status == 401 ? "unknown stream key\n" : "not found\n");
 		}
+		/* The query is gone once the upgrade is done: keep seq_start. */
+		memset(c, 0, sizeof *c);
+		c->seq_start = requested_seq_start(wsi);
 		break;
 	}
 	case LWS_CALLBACK_ESTABLISHED: {
-		memset(c, 0, sizeof *c);
 		c->wsi = wsi;
 		c->sim = sim;
 		c->next = sim->clients;
 		sim->clients = c;
-		uint64_t from = requested_seq_start(wsi);
-		if (from && sim->cfg.history)
-			replay_history(sim, c, from);
+		if (c->seq_start && sim->cfg.history)
+			replay_history(sim, c, c->seq_start);
 		lws_sul_schedule(lws_get_context(wsi), 0, &c->sul_hb, heartbeat_tick,
 				 (lws_usec_t)(sim->cfg.heartbeat_interval * LWS_USEC_PER_SEC));
 		pthread_mutex_lock(&sim->mu);
@@ -549,6 +551,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 		}
 		break;
 	case LWS_CALLBACK_CLOSED: {
+		if (!c || !c->wsi)
+			break; /* never established */
 		lws_sul_cancel(&c->sul_hb);
 		while (c->head)
 			drop_head(c);

@@ -56,7 +56,9 @@ end
 function M.decode(json)
   local t, err = cjson.decode(json)
   if t == nil then return nil, "bad_json: " .. tostring(err) end
-  if type(t) ~= "table" then return nil, "bad_json: not a JSON object" end
+  if type(t) ~= "table" or not json:find("^%s*{") then
+    return nil, "bad_json: not a JSON object"
+  end
   local meta = type(t.metadata) == "table" and t.metadata or {}
   local kind = str(meta.event_type)
   t.type = kind
@@ -68,6 +70,10 @@ function M.decode(json)
   if type(body) == "table" then
     if kind == "datapoint" or kind == "datapointack" then
       body.value = M.typed_value(body.value, meta.base_type)
+      if kind == "datapointack" then -- documented as integers (0/1 or HTTP-like codes)
+        if type(body.ack_status) == "number" then body.ack_status = integer_of(body.ack_status) end
+        if type(body.ack_message) == "number" then body.ack_message = integer_of(body.ack_message) end
+      end
       t.value = body.value
       t.time = str(body.updated_at) or str(body.created_at)
     elseif kind == "connectivity" then

@@ -1,0 +1,68 @@
+-- Loaded by busted before the specs: finds the built C module and offers
+-- small helpers for waiting on the asynchronous I/O threads.
+local build = os.getenv("AYLA_BUILD_DIR") or "build"
+package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+package.cpath = build .. "/?.so;" .. package.cpath
+
+local core = require "ayla.core"
+
+local H = {}
+H.build = build
+H.sleep = core.sleep
+H.now = core.monotime
+
+-- Polls fn until it returns a true value or `timeout` seconds pass; returns
+-- what fn returned last. Tests assert on that value, never on elapsed time.
+function H.wait_until(fn, timeout)
+  local deadline = core.monotime() + (timeout or 5)
+  repeat
+    local v = fn()
+    if v then return v end
+    core.sleep(0.01)
+  until core.monotime() > deadline
+  return fn()
+end
+
+function H.read_file(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- The seed's five events, one JSON text each.
+function H.seed_events()
+  local out = {}
+  for line in io.lines("examples/scenarios/seed.jsonl") do
+    if line:match("^%s*{") then out[#out + 1] = line end
+  end
+  return out
+end
+
+-- A stream connected to sim, once it is open.
+function H.open_stream(sim, opts)
+  local s = assert(sim:stream(opts))
+  assert(H.wait_until(function() return s:status() == "open" end, 5), "stream did not open")
+  return s
+end
+
+-- Runs a shell command and returns its exit status (true on success).
+function H.sh(cmd)
+  local ok = os.execute(cmd)
+  return ok == true
+end
+
+-- A fresh temporary directory, removed with H.rmdir.
+function H.tmpdir()
+  local p = io.popen("mktemp -d")
+  local dir = p:read("l")
+  p:close()
+  return dir
+end
+
+function H.rmdir(dir)
+  if dir and dir:match("^/tmp/") then os.execute("rm -rf '" .. dir .. "'") end
+end
+
+_G.H = H
+return H
