@@ -138,7 +138,8 @@ int main(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 
 	int flooded = 0;
-	char line[65536];
+	static char buf[65536]; /* stdin, read raw: stdio would hide buffered lines from poll */
+	size_t have = 0;
 	int stdin_open = 1;
 	while (!stop_requested) {
 		if (flood && !flooded) {
@@ -150,12 +151,24 @@ int main(int argc, char **argv)
 			}
 		}
 		struct pollfd in = {.fd = 0, .events = POLLIN};
-		if (poll(&in, stdin_open ? 1 : 0, 100) > 0) {
-			if (fgets(line, sizeof line, stdin))
-				command(sim, line);
-			else
-				stdin_open = 0;
+		if (poll(&in, stdin_open ? 1 : 0, 100) <= 0)
+			continue;
+		ssize_t n = read(0, buf + have, sizeof buf - 1 - have);
+		if (n <= 0) {
+			stdin_open = 0;
+			continue;
 		}
+		have += (size_t)n;
+		char *line = buf, *nl;
+		while ((nl = memchr(line, '\n', have - (size_t)(line - buf)))) {
+			*nl = '\0';
+			command(sim, line);
+			line = nl + 1;
+		}
+		have -= (size_t)(line - buf);
+		memmove(buf, line, have);
+		if (have == sizeof buf - 1)
+			have = 0; /* a line longer than the buffer: drop it */
 	}
 	ayla_sim_stop(sim);
 	return 0;

@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 #include <libwebsockets.h>
 #include <math.h>
+#include <openssl/x509.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +42,7 @@ struct ayla_stream {
 	int resumed;      /* this connection asked for seq_start */
 	int got_message;  /* this connection delivered something */
 	int idle_killed;  /* the watchdog ended this connection */
+	char tls_error[128]; /* why the server's certificate was refused */
 	uint64_t rng;
 	double last_rx;   /* monotonic */
 	char *rx;
@@ -174,6 +176,7 @@ static void connect_now(lws_sorted_usec_list_t *sul)
 	s->resumed = seq_start != 0;
 	s->got_message = 0;
 	s->idle_killed = 0;
+	s->tls_error[0] = '\0';
 
 	struct lws_client_connect_info i;
 	memset(&i, 0, sizeof i);
@@ -417,12 +420,18 @@ static void connection_lost(struct ayla_stream *s)
 static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
 		    size_t len)
 {
-	struct ayla_stream *s = user;
+	/* One stream per context, so the context's user is always the stream
+	 * (the per-callback user is not, for some reasons). */
+	struct ayla_stream *s = lws_context_user(lws_get_context(wsi));
 
 	switch (reason) {
+	case LWS_CALLBACK_OPENSSL_PERFORM_SERVER_CERT_VERIFICATION:
+		if (!len && user) /* preverify failed: remember OpenSSL's reason */
+			snprintf(s->tls_error, sizeof s->tls_error, "%s",
+				 X509_verify_cert_error_string(
+					 X509_STORE_CTX_get_error((X509_STORE_CTX *)user)));
+		break;
 	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR: {
-		if (!s)
-			break;
 		unsigned status = lws_http_client_http_response(wsi);
 		const char *why = in ? (const char *)in : "unknown error";
 		pthread_mutex_lock(&s->mu);
@@ -434,6 +443,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 				     "subscription is unknown or was deleted; create a new "
 				     "subscription and use its stream_key");
 			set_state(s, AYLA_REFUSED);
+		} else if (s->tls_error[0]) {
+			set_error(s, "TLS: the certificate of %s was refused: %s (give ca_file = "
+				     "the CA's PEM file if the server uses a private CA)",
+				  s->cfg.host, s->tls_error);
 		} else if (status) {
 			set_error(s, "connection to %s:%d refused with HTTP %u", s->cfg.host,
 				  s->cfg.port, status);
@@ -467,8 +480,6 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 	case LWS_CALLBACK_CLIENT_WRITEABLE:
 		return send_reply(s, wsi);
 	case LWS_CALLBACK_CLIENT_CLOSED:
-		if (!s)
-			break;
 		pthread_mutex_lock(&s->mu);
 		s->st.disconnects++;
 		if (!s->destroying && !s->idle_killed)

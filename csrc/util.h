@@ -19,7 +19,7 @@ void ayla_redact(const char *secret, char *out, size_t outlen);
 void ayla_redact_url(const char *src, char *dst, size_t dstlen);
 
 /* Routes libwebsockets' own log lines to stderr, redacted, at the level in
- * AYLA_LWS_LOG (an lws LLL_ bit mask; default: errors only). Idempotent. */
+ * AYLA_LWS_LOG (an lws LLL_ bit mask, e.g. 7; default: silent). Idempotent. */
 void ayla_lws_logging(void);
 
 #endif

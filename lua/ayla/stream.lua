@@ -90,6 +90,11 @@ function M.new(opts)
     check(v == nil or (math.tointeger(v) and v >= 0), 2,
       "option '%s' must be a non-negative integer", name)
   end
+  if opts.ca_file then -- lws would only fail later, at every connect, less clearly
+    local f, ferr = io.open(opts.ca_file, "r")
+    if not f then return nil, "cannot read ca_file: " .. tostring(ferr) end
+    f:close()
+  end
   local verify = opts.verify ~= false
   if parts.tls and not verify then
     io.stderr:write(("ayla: warning: TLS verification is off for %s; use this only in tests\n")
