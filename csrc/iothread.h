@@ -18,6 +18,11 @@ struct ayla_iothread {
 	int started;
 };
 
+static inline struct lws_context *ayla_iothread_context(struct ayla_iothread *io)
+{
+	return io->ctx;
+}
+
 /* Takes ownership of ctx and starts servicing it; returns 0 or an errno. */
 int ayla_iothread_start(struct ayla_iothread *io, struct lws_context *ctx);
 /* Makes the service loop return soon and deliver EVENT_WAIT_CANCELLED. */

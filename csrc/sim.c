@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <libwebsockets.h>
+#include <openssl/ssl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,6 +76,7 @@ struct ayla_sim {
 	char **lines; /* the scenario */
 	size_t nlines, line_at;
 	int scenario_started;
+	SSL_CTX *unused_client_ctx; /* see ayla_sim_start */
 	unsigned char *scratch; /* LWS_PRE + message, for lws_write */
 	size_t scratch_cap;
 };
@@ -730,6 +732,7 @@ static void free_sim(struct ayla_sim *sim)
 		sim->cmd_head = next;
 	}
 	free(sim->scratch);
+	SSL_CTX_free(sim->unused_client_ctx);
 	free((char *)sim->cfg.host);
 	free((char *)sim->cfg.cert_file);
 	free((char *)sim->cfg.key_file);
@@ -788,6 +791,11 @@ struct ayla_sim *ayla_sim_start(const struct ayla_sim_config *cfg, char *err, si
 		info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
 		info.ssl_cert_filepath = sim->cfg.cert_file;
 		info.ssl_private_key_filepath = sim->cfg.key_file;
+		/* The sim never connects out, but lws gives every TLS vhost a
+		 * client SSL_CTX and, in 4.1, leaks it when another TLS context
+		 * (the module's hub) exists: hand it one we free ourselves. */
+		sim->unused_client_ctx = SSL_CTX_new(TLS_client_method());
+		info.provided_client_ssl_ctx = sim->unused_client_ctx;
 	}
 	struct lws_context *ctx = lws_create_context(&info);
 	if (!ctx) {

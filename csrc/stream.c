@@ -1,15 +1,13 @@
 /* The DSS WebSocket client on its I/O thread; see stream.h. */
 #include "stream.h"
 
-#include "iothread.h"
+#include "io.h"
 #include "util.h"
 
 #include <errno.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <libwebsockets.h>
 #include <math.h>
-#include <openssl/x509.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,8 +19,10 @@
 #define HB_RING 16 /* heartbeats awaiting a reply whose arrival time we keep */
 
 struct ayla_stream {
+	struct ayla_io_conn conn; /* first: the hub writes TLS refusals here */
 	struct ayla_stream_config cfg; /* strings owned (strdup) */
-	struct ayla_iothread io;
+	struct ayla_io *io;            /* held from open to close */
+	struct lws_vhost *vh;
 	int efd;
 
 	/* Shared between the threads, under mu. */
@@ -37,12 +37,11 @@ struct ayla_stream {
 	/* I/O thread only (and the destroying thread after the join). */
 	struct lws *wsi;
 	lws_sorted_usec_list_t sul_connect, sul_watchdog;
-	atomic_int destroying; /* set by the closing thread once the I/O thread is told to stop */
+	int destroying; /* set on the I/O thread by close: no more reconnects */
 	unsigned attempts;
 	int resumed;      /* this connection asked for seq_start */
 	int got_message;  /* this connection delivered something */
 	int idle_killed;  /* the watchdog ended this connection */
-	char tls_error[128]; /* why the server's certificate was refused */
 	uint64_t rng;
 	double last_rx;   /* monotonic */
 	char *rx;
@@ -129,7 +128,7 @@ static void schedule_connect(struct ayla_stream *s)
 	s->st.next_attempt_in = delay;
 	set_state(s, AYLA_BACKOFF);
 	pthread_mutex_unlock(&s->mu);
-	lws_sul_schedule(s->io.ctx, 0, &s->sul_connect, connect_now,
+	lws_sul_schedule(ayla_io_context(s->io), 0, &s->sul_connect, connect_now,
 			 (lws_usec_t)(delay * LWS_USEC_PER_SEC));
 }
 
@@ -176,11 +175,12 @@ static void connect_now(lws_sorted_usec_list_t *sul)
 	s->resumed = seq_start != 0;
 	s->got_message = 0;
 	s->idle_killed = 0;
-	s->tls_error[0] = '\0';
+	s->conn.tls_error[0] = '\0';
 
 	struct lws_client_connect_info i;
 	memset(&i, 0, sizeof i);
-	i.context = s->io.ctx;
+	i.context = ayla_io_context(s->io);
+	i.vhost = s->vh;
 	i.address = s->cfg.host;
 	i.port = s->cfg.port;
 	i.path = path;
@@ -225,7 +225,7 @@ static void watchdog(lws_sorted_usec_list_t *sul)
 		return;
 	}
 	double next = s->cfg.idle_timeout - silent;
-	lws_sul_schedule(s->io.ctx, 0, &s->sul_watchdog, watchdog,
+	lws_sul_schedule(ayla_io_context(s->io), 0, &s->sul_watchdog, watchdog,
 			 (lws_usec_t)((next > 0.01 ? next : 0.01) * LWS_USEC_PER_SEC) + 1000);
 }
 
@@ -400,7 +400,7 @@ static int send_reply(struct ayla_stream *s, struct lws *wsi)
 	return 0;
 }
 
-/* ---- the protocol callback (I/O thread, or the destroying thread) ---- */
+/* ---- the protocol callback (I/O thread) ---- */
 
 static void connection_lost(struct ayla_stream *s)
 {
@@ -417,20 +417,14 @@ static void connection_lost(struct ayla_stream *s)
 		schedule_connect(s);
 }
 
-static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-		    size_t len)
+int ayla_stream_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+			 void *in, size_t len)
 {
-	/* One stream per context, so the context's user is always the stream
-	 * (the per-callback user is not, for some reasons). */
-	struct ayla_stream *s = lws_context_user(lws_get_context(wsi));
+	struct ayla_stream *s = user; /* the connect info's userdata */
+	if (!s)
+		return 0; /* vhost-wide reasons: nothing of ours */
 
 	switch (reason) {
-	case LWS_CALLBACK_OPENSSL_PERFORM_SERVER_CERT_VERIFICATION:
-		if (!len && user) /* preverify failed: remember OpenSSL's reason */
-			snprintf(s->tls_error, sizeof s->tls_error, "%s",
-				 X509_verify_cert_error_string(
-					 X509_STORE_CTX_get_error((X509_STORE_CTX *)user)));
-		break;
 	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR: {
 		unsigned status = lws_http_client_http_response(wsi);
 		const char *why = in ? (const char *)in : "unknown error";
@@ -443,10 +437,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 				     "subscription is unknown or was deleted; create a new "
 				     "subscription and use its stream_key");
 			set_state(s, AYLA_REFUSED);
-		} else if (s->tls_error[0]) {
+		} else if (s->conn.tls_error[0]) {
 			set_error(s, "TLS: the certificate of %s was refused: %s (give ca_file = "
 				     "the CA's PEM file if the server uses a private CA)",
-				  s->cfg.host, s->tls_error);
+				  s->cfg.host, s->conn.tls_error);
 		} else if (status) {
 			set_error(s, "connection to %s:%d refused with HTTP %u", s->cfg.host,
 				  s->cfg.port, status);
@@ -469,7 +463,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 		set_state(s, AYLA_OPEN);
 		pthread_mutex_unlock(&s->mu);
 		if (s->cfg.idle_timeout > 0)
-			lws_sul_schedule(s->io.ctx, 0, &s->sul_watchdog, watchdog,
+			lws_sul_schedule(ayla_io_context(s->io), 0, &s->sul_watchdog, watchdog,
 					 (lws_usec_t)(s->cfg.idle_timeout * LWS_USEC_PER_SEC));
 		break;
 	case LWS_CALLBACK_CLIENT_RECEIVE:
@@ -494,11 +488,6 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 	return 0;
 }
 
-static const struct lws_protocols protocols[] = {
-	{"ayla-dss", callback, 0, 0, 0, NULL, 0},
-	{NULL, NULL, 0, 0, 0, NULL, 0},
-};
-
 /* ---- the Lua-thread side ---- */
 
 static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
@@ -514,8 +503,39 @@ static void free_config(struct ayla_stream_config *c)
 	free((char *)c->ca_file);
 }
 
-struct ayla_stream *ayla_stream_open(const struct ayla_stream_config *cfg, char *err,
-				     size_t errlen)
+struct start_call {
+	struct ayla_stream *s;
+	char *err;
+	size_t errlen;
+	int ok;
+};
+
+/* On the I/O thread: pick the vhost for the stream's CA and connect. */
+static void start_on_io(void *arg)
+{
+	struct start_call *call = arg;
+	struct ayla_stream *s = call->s;
+	s->vh = ayla_io_vhost(s->io, s->cfg.ca_file, call->err, call->errlen);
+	if (!s->vh)
+		return;
+	lws_sul_schedule(ayla_io_context(s->io), 0, &s->sul_connect, connect_now, 1);
+	call->ok = 1;
+}
+
+/* On the I/O thread: end the connection now; no callback for s after this. */
+static void stop_on_io(void *arg)
+{
+	struct ayla_stream *s = arg;
+	s->destroying = 1;
+	lws_sul_cancel(&s->sul_connect);
+	lws_sul_cancel(&s->sul_watchdog);
+	if (s->wsi) /* runs CLIENT_CLOSED for s right here */
+		lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
+	s->wsi = NULL;
+}
+
+struct ayla_stream *ayla_stream_open(struct ayla_io *io, const struct ayla_stream_config *cfg,
+				     char *err, size_t errlen)
 {
 	struct ayla_stream *s = calloc(1, sizeof *s);
 	if (!s) {
@@ -547,28 +567,11 @@ struct ayla_stream *ayla_stream_open(const struct ayla_stream_config *cfg, char 
 		return NULL;
 	}
 
-	ayla_lws_logging();
-	struct lws_context_creation_info info;
-	memset(&info, 0, sizeof info);
-	info.port = CONTEXT_PORT_NO_LISTEN;
-	info.protocols = protocols;
-	info.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
-	info.fd_limit_per_thread = 1 + 1 + 1;
-	info.client_ssl_ca_filepath = s->cfg.ca_file;
-	info.user = s;
-	struct lws_context *ctx = lws_create_context(&info);
-	if (!ctx) {
-		snprintf(err, errlen, "cannot create the libwebsockets context%s",
-			 s->cfg.ca_file ? " (is ca_file a readable PEM file?)" : "");
-		ayla_stream_free(s);
-		return NULL;
-	}
-	s->io.ctx = ctx;
-	/* Safe before the thread starts: nobody else services ctx yet. */
-	lws_sul_schedule(ctx, 0, &s->sul_connect, connect_now, 1);
-	int rc = ayla_iothread_start(&s->io, ctx);
-	if (rc) {
-		snprintf(err, errlen, "cannot start the I/O thread: %s", strerror(rc));
+	ayla_io_ref(io);
+	s->io = io;
+	struct start_call call = {s, err, errlen, 0};
+	ayla_io_call(io, start_on_io, &call);
+	if (!call.ok) {
 		ayla_stream_free(s);
 		return NULL;
 	}
@@ -630,10 +633,11 @@ int ayla_stream_fd(struct ayla_stream *s) { return s->efd; }
 
 void ayla_stream_close(struct ayla_stream *s)
 {
-	if (!s->io.started)
+	if (!s->io)
 		return;
-	s->destroying = 1; /* callbacks during the context destroy must not reconnect */
-	ayla_iothread_stop(&s->io);
+	ayla_io_call(s->io, stop_on_io, s);
+	ayla_io_unref(s->io);
+	s->io = NULL;
 	pthread_mutex_lock(&s->mu);
 	set_state(s, AYLA_CLOSED);
 	pthread_mutex_unlock(&s->mu);
@@ -644,10 +648,6 @@ void ayla_stream_free(struct ayla_stream *s)
 	if (!s)
 		return;
 	ayla_stream_close(s);
-	if (s->io.ctx) { /* created but the thread never started */
-		s->destroying = 1;
-		lws_context_destroy(s->io.ctx);
-	}
 	ayla_queue_clear(&s->queue);
 	free(s->rx);
 	free(s->tx);

@@ -1,5 +1,5 @@
 /*
- * The DSS WebSocket client. It runs on its own I/O thread (iothread.h):
+ * The DSS WebSocket client. It runs on the module's I/O thread (io.h):
  * connects, answers heartbeats, watches for silence, reconnects with backoff
  * and jitter, resumes by seq, parses messages (frame.h) and queues complete
  * event payloads (queue.h) for the Lua thread, which only pops and waits.
@@ -73,11 +73,13 @@ struct ayla_stream_stats {
 };
 
 struct ayla_stream;
+struct ayla_io;
 
-/* Starts the I/O thread and the first connection attempt. On failure returns
- * NULL with a message in err. Strings in cfg are copied. */
-struct ayla_stream *ayla_stream_open(const struct ayla_stream_config *cfg, char *err,
-				     size_t errlen);
+/* Starts the first connection attempt on io's thread (the stream holds a
+ * reference to io until it is closed). On failure returns NULL with a
+ * message in err. Strings in cfg are copied. */
+struct ayla_stream *ayla_stream_open(struct ayla_io *io, const struct ayla_stream_config *cfg,
+				     char *err, size_t errlen);
 
 /* Detaches the oldest queued event payload (free() it), or NULL. */
 struct ayla_msg *ayla_stream_pop(struct ayla_stream *s);
@@ -96,7 +98,7 @@ const char *ayla_event_type_name(enum ayla_event_type type);
 /* Readable while events are queued (an eventfd), for foreign event loops. */
 int ayla_stream_fd(struct ayla_stream *s);
 
-/* Stops the I/O thread and closes the socket; events still queued stay
+/* Closes the socket and stops reconnecting; events still queued stay
  * poppable. Idempotent. Must not be called from the I/O thread. */
 void ayla_stream_close(struct ayla_stream *s);
 

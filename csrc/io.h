@@ -1,0 +1,50 @@
+/*
+ * The module's I/O hub: one libwebsockets client context and one I/O thread
+ * shared by every stream (and later every HTTP request) of a module instance.
+ *
+ * Other threads reach the I/O thread only through ayla_io_call(), which runs a
+ * function there and waits for it; the only lws call made from outside is
+ * lws_cancel_service(). The hub is reference counted: the thread ends with
+ * the last reference.
+ *
+ * TLS: the hub owns one OpenSSL client SSL_CTX per CA setting (system store,
+ * or a ca_file) and hands it to lws as provided_client_ssl_ctx on a vhost of
+ * its own. lws 4.1 otherwise tracks its client SSL_CTX through an OpenSSL
+ * ex-data index that every TLS context in the process re-allocates, and
+ * leaks it when two such contexts overlap (seen with valgrind).
+ */
+#ifndef AYLA_IO_H
+#define AYLA_IO_H
+
+#include <libwebsockets.h>
+#include <stddef.h>
+
+/* The first member of every object bound to a client wsi as its userdata,
+ * so the hub can tell it why a server certificate was refused. */
+struct ayla_io_conn {
+	char tls_error[128];
+};
+
+struct ayla_io;
+
+struct ayla_io *ayla_io_new(char *err, size_t errlen);
+void ayla_io_ref(struct ayla_io *io);
+void ayla_io_unref(struct ayla_io *io); /* the last one stops the thread */
+
+struct lws_context *ayla_io_context(struct ayla_io *io);
+
+/* Runs fn(arg) on the I/O thread and returns when it has run. Must not be
+ * called from the I/O thread. */
+void ayla_io_call(struct ayla_io *io, void (*fn)(void *arg), void *arg);
+
+/* The vhost whose client connections trust ca_file (NULL: the system's CA
+ * store), created on first use. I/O thread only. NULL with err set if the
+ * CA file cannot be loaded. */
+struct lws_vhost *ayla_io_vhost(struct ayla_io *io, const char *ca_file, char *err,
+				size_t errlen);
+
+/* The protocol callback of the DSS client (stream.c), listed by the hub. */
+int ayla_stream_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+			 void *in, size_t len);
+
+#endif
