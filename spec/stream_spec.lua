@@ -72,6 +72,8 @@ describe("ayla.stream", function()
     assert.equal("open", s:status())
     assert.is_true(st.heartbeats_answered >= 10)
     assert.equal(st.heartbeats, st.heartbeats_answered)
+    -- The promise: a reply within 100 ms of the heartbeat, whatever Lua does.
+    assert.is_true(st.heartbeat_reply_ms_max < 100, st.heartbeat_reply_ms_max)
     sim:emit(datapoint("D1", 1))
     assert.equal(1, take(s, 1)[1].value)
   end)
@@ -334,6 +336,28 @@ describe("ayla.stream", function()
     collectgarbage()
     collectgarbage()
     assert(H.wait_until(function() return sim:stats().clients == 0 end))
+  end)
+
+  it("runs every stream on one I/O thread that ends with the last stream", function()
+    local pid = H.read_file("/proc/self/stat"):match("^%d+") -- this Lua process
+    local function threads()
+      local n = 0
+      local ls = io.popen("ls /proc/" .. pid .. "/task")
+      for _ in ls:lines() do n = n + 1 end
+      ls:close()
+      return n
+    end
+    collectgarbage(); collectgarbage()
+    local base = threads()
+    local a = H.open_stream(sim)
+    assert.equal(base + 1, threads())
+    local b = H.open_stream(sim)
+    local c = H.open_stream(sim)
+    assert.equal(base + 1, threads()) -- shared, not one per stream
+    a:close(); b:close(); c:close()
+    a, b, c = nil, nil, nil -- luacheck: ignore
+    collectgarbage(); collectgarbage()
+    assert.equal(base, H.wait_until(function() return threads() == base and base end))
   end)
 
   it("never shows the whole key in tostring, status or errors", function()
