@@ -80,6 +80,16 @@ void ayla_set_string(lua_State *L, const char *name, const char *value)
 	lua_setfield(L, -2, name);
 }
 
+void ayla_new_type(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods)
+{
+	luaL_newmetatable(L, name);
+	luaL_setfuncs(L, meta, 0);
+	lua_newtable(L);
+	luaL_setfuncs(L, methods, 0);
+	lua_setfield(L, -2, "__index");
+	lua_pop(L, 1);
+}
+
 /* core.monotime() -> seconds on a clock that never jumps */
 static int core_monotime(lua_State *L)
 {

@@ -18,6 +18,10 @@ void ayla_set_number(lua_State *L, const char *name, double value);
 void ayla_set_integer(lua_State *L, const char *name, lua_Integer value);
 void ayla_set_string(lua_State *L, const char *name, const char *value);
 
+/* Registers a userdata type: metatable `name` with metamethods `meta` and
+ * `methods` as its __index table (the shape of liolib's createmeta). */
+void ayla_new_type(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods);
+
 int ayla_open_stream(lua_State *L); /* registers ayla.core.Stream, pushes its constructor */
 int ayla_open_sim(lua_State *L);    /* registers ayla.core.Sim, pushes its constructor */
 

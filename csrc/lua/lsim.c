@@ -190,11 +190,7 @@ int ayla_open_sim(lua_State *L)
 		{"__tostring", sim_tostring},
 		{NULL, NULL},
 	};
-	luaL_newmetatable(L, SIM_MT);
-	luaL_setfuncs(L, meta, 0);
-	luaL_newlib(L, methods);
-	lua_setfield(L, -2, "__index");
-	lua_pop(L, 1);
+	ayla_new_type(L, SIM_MT, meta, methods);
 	lua_pushcfunction(L, sim_new);
 	return 1;
 }

@@ -300,11 +300,7 @@ int ayla_open_stream(lua_State *L)
 		{"__tostring", stream_tostring},
 		{NULL, NULL},
 	};
-	luaL_newmetatable(L, STREAM_MT);
-	luaL_setfuncs(L, meta, 0);
-	luaL_newlib(L, methods);
-	lua_setfield(L, -2, "__index");
-	lua_pop(L, 1);
+	ayla_new_type(L, STREAM_MT, meta, methods);
 	lua_pushcfunction(L, stream_new);
 	return 1;
 }

@@ -1,20 +1,11 @@
 /* Unit tests for the DSS frame parser and routing-key scanner (csrc/frame.c). */
 #include "frame.h"
 
+#include "check.h"
+
 #include <stdio.h>
 #include <string.h>
 
-static int failures, checks;
-
-#define CHECK(cond)                                                              \
-	do {                                                                     \
-		checks++;                                                        \
-		if (!(cond)) {                                                   \
-			failures++;                                              \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__,   \
-				__LINE__, #cond);                                \
-		}                                                                \
-	} while (0)
 
 #define MAX_RECS 8
 struct seen {
@@ -173,6 +164,5 @@ int main(void)
 	test_back_to_back();
 	test_malformed();
 	test_lookup();
-	printf("frame: %d passed, %d failed\n", checks - failures, failures);
-	return failures != 0;
+	return CHECK_REPORT("frame");
 }

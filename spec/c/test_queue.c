@@ -1,21 +1,12 @@
 /* Unit tests for the bounded event queue and its drop policies (csrc/queue.c). */
 #include "queue.h"
 
+#include "check.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int failures, checks;
-
-#define CHECK(cond)                                                                    \
-	do {                                                                           \
-		checks++;                                                              \
-		if (!(cond)) {                                                         \
-			failures++;                                                    \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
-				#cond);                                                \
-		}                                                                      \
-	} while (0)
 
 static void push_n(struct ayla_queue *q, int from, int to)
 {
@@ -89,6 +80,5 @@ int main(void)
 	test_drop_oldest();
 	test_drop_newest();
 	test_byte_budget();
-	printf("queue: %d passed, %d failed\n", checks - failures, failures);
-	return failures != 0;
+	return CHECK_REPORT("queue");
 }
