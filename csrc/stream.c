@@ -34,7 +34,11 @@ struct ayla_stream {
 	char last_error[256];
 	int efd_set;
 
-	/* I/O thread only (and the destroying thread after the join). */
+	/* Lua thread only: events taken from the queue in one locked batch. */
+	struct ayla_msg *batch;
+	size_t batch_count;
+
+	/* I/O thread only. */
 	struct lws *wsi;
 	lws_sorted_usec_list_t sul_connect, sul_watchdog;
 	int destroying; /* set on the I/O thread by close: no more reconnects */
@@ -578,16 +582,43 @@ struct ayla_stream *ayla_stream_open(struct ayla_io *io, const struct ayla_strea
 	return s;
 }
 
-struct ayla_msg *ayla_stream_pop(struct ayla_stream *s)
+/* Events move to the reader in batches of up to this many, so the two
+ * threads meet on the lock once per batch rather than once per event. */
+#define POP_BATCH 64
+
+/* With mu held: the eventfd stops being readable once nothing is pending. */
+static void clear_readable(struct ayla_stream *s)
 {
-	pthread_mutex_lock(&s->mu);
-	struct ayla_msg *m = ayla_queue_pop(&s->queue);
-	if (!s->queue.head && s->efd_set) {
+	if (!s->batch && !s->queue.head && s->efd_set) {
 		uint64_t v;
 		if (read(s->efd, &v, sizeof v) == (ssize_t)sizeof v || errno == EAGAIN)
 			s->efd_set = 0;
 	}
-	pthread_mutex_unlock(&s->mu);
+}
+
+struct ayla_msg *ayla_stream_pop(struct ayla_stream *s)
+{
+	if (!s->batch) {
+		pthread_mutex_lock(&s->mu);
+		struct ayla_msg **tail = &s->batch;
+		while (s->batch_count < POP_BATCH && (*tail = ayla_queue_pop(&s->queue))) {
+			tail = &(*tail)->next;
+			s->batch_count++;
+		}
+		clear_readable(s);
+		pthread_mutex_unlock(&s->mu);
+	}
+	struct ayla_msg *m = s->batch;
+	if (!m)
+		return NULL;
+	s->batch = m->next;
+	s->batch_count--;
+	m->next = NULL;
+	if (!s->batch) { /* the batch's last event: is anything else pending? */
+		pthread_mutex_lock(&s->mu);
+		clear_readable(s);
+		pthread_mutex_unlock(&s->mu);
+	}
 	return m;
 }
 
@@ -602,6 +633,8 @@ int ayla_stream_wait(struct ayla_stream *s, double seconds)
 		until.tv_sec++;
 		until.tv_nsec -= 1000000000L;
 	}
+	if (s->batch)
+		return 1;
 	pthread_mutex_lock(&s->mu);
 	while (!s->queue.head && s->state != AYLA_REFUSED && s->state != AYLA_CLOSED)
 		if (pthread_cond_timedwait(&s->cv, &s->mu, &until) == ETIMEDOUT)
@@ -619,8 +652,10 @@ enum ayla_stream_state ayla_stream_snapshot(struct ayla_stream *s, struct ayla_s
 	if (st) {
 		*st = s->st;
 		st->dropped = s->queue.dropped;
-		st->queued = s->queue.count;
+		st->queued = s->queue.count + s->batch_count;
 		st->queued_bytes = s->queue.bytes;
+		for (struct ayla_msg *m = s->batch; m; m = m->next)
+			st->queued_bytes += m->len;
 		st->queue_peak = s->queue.peak_count;
 	}
 	if (last_error)
@@ -648,6 +683,11 @@ void ayla_stream_free(struct ayla_stream *s)
 	if (!s)
 		return;
 	ayla_stream_close(s);
+	while (s->batch) {
+		struct ayla_msg *next = s->batch->next;
+		free(s->batch);
+		s->batch = next;
+	}
 	ayla_queue_clear(&s->queue);
 	free(s->rx);
 	free(s->tx);

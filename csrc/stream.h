@@ -81,7 +81,8 @@ struct ayla_io;
 struct ayla_stream *ayla_stream_open(struct ayla_io *io, const struct ayla_stream_config *cfg,
 				     char *err, size_t errlen);
 
-/* Detaches the oldest queued event payload (free() it), or NULL. */
+/* Detaches the oldest queued event payload (free() it), or NULL. Reader
+ * side: call it, ayla_stream_wait and ayla_stream_snapshot from one thread. */
 struct ayla_msg *ayla_stream_pop(struct ayla_stream *s);
 
 /* Waits up to `seconds` for an event or a final state; returns 1 when an

@@ -47,45 +47,62 @@ function M.typed_value(value, base_type)
   return value
 end
 
-local function str(v)
-  if v == nil or v == null then return nil end
-  return v
-end
+local tointeger, mtype, byte = math.tointeger, math.type, string.byte
 
 -- Decodes one event payload; returns the event, or nil and a message.
+-- This runs once per event on the stream's hot path: keep it lean.
 function M.decode(json)
   local t, err = cjson.decode(json)
   if t == nil then return nil, "bad_json: " .. tostring(err) end
-  if type(t) ~= "table" or not json:find("^%s*{") then
+  if type(t) ~= "table" or (byte(json, 1) ~= 123 and not json:find("^%s*{")) then
     return nil, "bad_json: not a JSON object"
   end
-  local meta = type(t.metadata) == "table" and t.metadata or {}
-  local kind = str(meta.event_type)
+  local meta = t.metadata
+  if type(meta) ~= "table" then meta = {} end
+  local kind = meta.event_type
+  if kind == null then kind = nil end
   t.type = kind
-  t.dsn = str(meta.dsn)
-  t.oem_model = str(meta.oem_model)
-  t.property = str(meta.property_name)
-  t.seq = integer_of(t.seq) or t.seq
+  local v = meta.dsn
+  if v ~= null then t.dsn = v end
+  v = meta.oem_model
+  if v ~= null then t.oem_model = v end
+  v = meta.property_name
+  if v ~= null then t.property = v end
+  local seq = t.seq
+  if seq ~= nil then t.seq = integer_of(seq) or seq end
+
   local body = t[BODY[kind] or ""]
-  if type(body) == "table" then
-    if kind == "datapoint" or kind == "datapointack" then
-      body.value = M.typed_value(body.value, meta.base_type)
-      if kind == "datapointack" then -- documented as integers (0/1 or HTTP-like codes)
-        if type(body.ack_status) == "number" then body.ack_status = integer_of(body.ack_status) end
-        if type(body.ack_message) == "number" then body.ack_message = integer_of(body.ack_message) end
-      end
-      t.value = body.value
-      t.time = str(body.updated_at) or str(body.created_at)
-    elseif kind == "connectivity" then
-      t.status = str(body.status)
-      t.time = str(body.event_time)
-    elseif kind == "registration" then
-      t.time = str(body.registered and body.registered_at or body.unregistered_at)
+  if type(body) ~= "table" then return setmetatable(t, Event) end
+  if kind == "datapoint" or kind == "datapointack" then
+    local value, base_type = body.value, meta.base_type
+    if mtype(value) == "float" and (base_type == "boolean" or base_type == "integer") then
+      value = tointeger(value) or value -- the common case, without a call
     else
-      t.time = str(body.created_at)
+      value = M.typed_value(value, base_type)
     end
-    t.dsn = t.dsn or str(body.dsn)
+    body.value = value
+    t.value = value
+    v = body.updated_at
+    if v == nil or v == null then v = body.created_at end
+    if v ~= null then t.time = v end
+    if kind == "datapointack" then -- documented as integers (0/1 or HTTP-like codes)
+      if mtype(body.ack_status) == "float" then body.ack_status = integer_of(body.ack_status) end
+      if mtype(body.ack_message) == "float" then body.ack_message = integer_of(body.ack_message) end
+    end
+  elseif kind == "connectivity" then
+    v = body.status
+    if v ~= null then t.status = v end
+    v = body.event_time
+    if v ~= null then t.time = v end
+  else
+    if kind == "registration" then
+      v = body.registered and body.registered_at or body.unregistered_at
+    else
+      v = body.created_at
+    end
+    if v ~= null then t.time = v end
   end
+  if t.dsn == nil and body.dsn ~= null then t.dsn = body.dsn end
   return setmetatable(t, Event)
 end
 
