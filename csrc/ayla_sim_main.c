@@ -25,7 +25,7 @@ static void usage(FILE *out)
 	      "  -i, --interval SECONDS   seconds between scenario events (default 1)\n"
 	      "  -l, --loop               replay the scenario forever\n"
 	      "      --cert FILE --tls-key FILE   serve wss:// with this certificate\n"
-	      "      --flood N            send N datapoint events to each client on connect\n"
+	      "      --flood N            send N datapoint events once the first client connects\n"
 	      "  -h, --help\n\n"
 	      "Commands on standard input, one per line, act on connected clients:\n"
 	      "  emit JSON | drop | stall SECONDS | withhold SECONDS | fragment N |\n"
@@ -77,8 +77,8 @@ static void command(struct ayla_sim *sim, char *line)
 	else if (line[0])
 		rc = -1;
 	if (rc)
-		fprintf(stderr, "ayla-sim: cannot do '%s%s%s' (see --help)\n", line, arg ? " " : "",
-			arg ? arg : "");
+		fprintf(stderr, "ayla-sim: cannot do '%.60s%s%.60s' (see --help)\n", line,
+			arg ? " " : "", arg ? arg : "");
 }
 
 int main(int argc, char **argv)

@@ -191,9 +191,16 @@ struct ayla_io *ayla_io_new(char *err, size_t errlen)
 	int rc = ayla_iothread_start(&io->thread, ctx);
 	if (rc) {
 		snprintf(err, errlen, "cannot start the I/O thread: %s", strerror(rc));
-		io->thread.ctx = NULL;
-		for (struct io_vhost *v = io->vhosts; v; v = v->next)
-			SSL_CTX_free(v->ssl_ctx); /* ctx was destroyed by the failed start */
+		io->thread.ctx = NULL; /* destroyed by the failed start */
+		while (io->vhosts) {
+			struct io_vhost *v = io->vhosts;
+			io->vhosts = v->next;
+			SSL_CTX_free(v->ssl_ctx);
+			free(v->ca_file);
+			free(v);
+		}
+		pthread_cond_destroy(&io->cv);
+		pthread_mutex_destroy(&io->mu);
 		free(io);
 		return NULL;
 	}

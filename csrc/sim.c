@@ -455,11 +455,10 @@ static int refuse(struct lws *wsi, unsigned status, const char *why)
 					  *end = buf + sizeof buf - 1;
 	size_t n = strlen(why);
 	if (lws_add_http_common_headers(wsi, status, "text/plain", (lws_filepos_t)n, &p, end) ||
-	    lws_finalize_write_http_header(wsi, start, &p, end))
+	    lws_finalize_write_http_header(wsi, start, &p, end)) /* writes the headers */
 		return -1;
-	memcpy(p, why, n);
-	p += n;
-	lws_write(wsi, start, (size_t)(p - start), LWS_WRITE_HTTP_FINAL);
+	memcpy(start, why, n); /* then the body, from the same LWS_PRE-padded buffer */
+	lws_write(wsi, start, n, LWS_WRITE_HTTP_FINAL);
 	return -1;
 }
 
@@ -609,6 +608,8 @@ static struct sim_cmd *cmd_new(enum cmd_type type, const char *data, size_t len)
 
 int ayla_sim_emit(struct ayla_sim *sim, const char *json, size_t len)
 {
+	if (!memchr(json, '{', len))
+		return -1; /* not an object: nothing could be framed */
 	struct sim_cmd *cmd = cmd_new(CMD_EMIT, json, len);
 	return cmd ? post(sim, cmd) : -1;
 }
@@ -761,6 +762,12 @@ struct ayla_sim *ayla_sim_start(const struct ayla_sim_config *cfg, char *err, si
 		sim->cfg.heartbeat_misses = 2;
 	if (sim->cfg.event_interval <= 0)
 		sim->cfg.event_interval = 1;
+	if (cfg->key && strlen(cfg->key) >= sizeof sim->key) {
+		snprintf(err, errlen, "the stream key may have at most %zu characters",
+			 sizeof sim->key - 1);
+		free_sim(sim);
+		return NULL;
+	}
 	if (cfg->key) {
 		snprintf(sim->key, sizeof sim->key, "%s", cfg->key);
 	} else {

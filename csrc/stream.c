@@ -92,12 +92,19 @@ static void set_state(struct ayla_stream *s, enum ayla_stream_state state)
 	pthread_cond_broadcast(&s->cv);
 }
 
-static void signal_readable(struct ayla_stream *s)
+static void wake_fd(struct ayla_stream *s)
 {
-	if (!s->efd_set && s->queue.head) {
+	if (!s->efd_set) {
 		uint64_t one = 1;
 		if (write(s->efd, &one, sizeof one) == (ssize_t)sizeof one)
 			s->efd_set = 1;
+	}
+}
+
+static void signal_readable(struct ayla_stream *s)
+{
+	if (!s->efd_set && s->queue.head) {
+		wake_fd(s);
 		pthread_cond_broadcast(&s->cv);
 	}
 }
@@ -129,7 +136,7 @@ static void schedule_connect(struct ayla_stream *s)
 	s->attempts++;
 	pthread_mutex_lock(&s->mu);
 	s->st.attempts = s->attempts;
-	s->st.next_attempt_in = delay;
+	s->st.next_attempt_at = ayla_monotime() + delay;
 	set_state(s, AYLA_BACKOFF);
 	pthread_mutex_unlock(&s->mu);
 	lws_sul_schedule(ayla_io_context(s->io), 0, &s->sul_connect, connect_now,
@@ -169,7 +176,7 @@ static void connect_now(lws_sorted_usec_list_t *sul)
 	else if (!s->st.have_seq)
 		seq_start = s->cfg.seq_start;
 	set_state(s, AYLA_CONNECTING);
-	s->st.next_attempt_in = 0;
+	s->st.next_attempt_at = 0;
 	pthread_mutex_unlock(&s->mu);
 	if (seq_start)
 		snprintf(path, sizeof path, "%s?stream_key=%s&seq_start=%llu", s->cfg.path, key,
@@ -258,7 +265,8 @@ static void track_seq(struct ayla_stream *s, uint64_t seq, int *drop)
 			st->seq_repeats++;
 		}
 	}
-	st->last_seq = seq;
+	if (!st->have_seq || seq > st->last_seq)
+		st->last_seq = seq; /* the highest seen: resume asks for what follows it */
 	st->have_seq = 1;
 }
 
@@ -305,7 +313,6 @@ static void on_record(const struct dss_record *rec, void *ud)
 static void handle_message(struct ayla_stream *s, const char *msg, size_t len)
 {
 	struct parse_ctx pc = {s, ayla_now()};
-	s->last_rx = ayla_monotime();
 	if (!s->got_message) {
 		s->got_message = 1;
 		s->attempts = 0; /* the connection proved itself: reset the backoff */
@@ -333,6 +340,7 @@ static int on_receive(struct ayla_stream *s, struct lws *wsi, const char *in, si
 	int first = lws_is_first_fragment(wsi);
 	int final = lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi);
 
+	s->last_rx = ayla_monotime(); /* any bytes prove the server is alive */
 	lws_validity_confirmed(wsi);
 	if (first) {
 		s->rx_len = 0;
@@ -365,7 +373,6 @@ static int on_receive(struct ayla_stream *s, struct lws *wsi, const char *in, si
 		}
 	}
 	if (final) {
-		s->last_rx = ayla_monotime();
 		if (s->rx_binary)
 			count_skipped(s, &s->st.binary, "binary message skipped (DSS sends text)");
 		else if (s->rx_oversize)
@@ -441,6 +448,7 @@ int ayla_stream_callback(struct lws *wsi, enum lws_callback_reasons reason, void
 				     "subscription is unknown or was deleted; create a new "
 				     "subscription and use its stream_key");
 			set_state(s, AYLA_REFUSED);
+			wake_fd(s); /* an event loop must learn of it: next() says why */
 		} else if (s->conn.tls_error[0]) {
 			set_error(s, "TLS: the certificate of %s was refused: %s (give ca_file = "
 				     "the CA's PEM file if the server uses a private CA)",
@@ -589,7 +597,7 @@ struct ayla_stream *ayla_stream_open(struct ayla_io *io, const struct ayla_strea
 /* With mu held: the eventfd stops being readable once nothing is pending. */
 static void clear_readable(struct ayla_stream *s)
 {
-	if (!s->batch && !s->queue.head && s->efd_set) {
+	if (!s->batch && !s->queue.head && s->efd_set && s->state != AYLA_REFUSED) {
 		uint64_t v;
 		if (read(s->efd, &v, sizeof v) == (ssize_t)sizeof v || errno == EAGAIN)
 			s->efd_set = 0;
@@ -651,6 +659,11 @@ enum ayla_stream_state ayla_stream_snapshot(struct ayla_stream *s, struct ayla_s
 	enum ayla_stream_state state = s->state;
 	if (st) {
 		*st = s->st;
+		st->next_attempt_in = s->st.next_attempt_at > 0 && s->state == AYLA_BACKOFF
+					      ? s->st.next_attempt_at - ayla_monotime()
+					      : 0;
+		if (st->next_attempt_in < 0)
+			st->next_attempt_in = 0;
 		st->dropped = s->queue.dropped;
 		st->queued = s->queue.count + s->batch_count;
 		st->queued_bytes = s->queue.bytes;

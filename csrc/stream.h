@@ -69,6 +69,7 @@ struct ayla_stream_stats {
 	double started_at, connected_at, last_message_at, last_event_at, last_heartbeat_at;
 	double heartbeat_reply_last, heartbeat_reply_max; /* seconds */
 	double next_attempt_in; /* seconds until the next connect, in BACKOFF */
+	double next_attempt_at; /* monotonic time of it (internal) */
 	unsigned attempts;      /* failed attempts since the last good connection */
 };
 

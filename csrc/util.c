@@ -41,15 +41,6 @@ double ayla_random(uint64_t *state)
 	return (double)(x >> 11) / 9007199254740992.0; /* 2^53 */
 }
 
-void ayla_redact(const char *secret, char *out, size_t outlen)
-{
-	size_t n = secret ? strlen(secret) : 0;
-	if (n <= 8)
-		snprintf(out, outlen, "…(%zu)", n);
-	else
-		snprintf(out, outlen, "%.4s…(%zu)", secret, n);
-}
-
 void ayla_redact_url(const char *src, char *dst, size_t dstlen)
 {
 	static const char marker[] = "stream_key=";
@@ -60,9 +51,11 @@ void ayla_redact_url(const char *src, char *dst, size_t dstlen)
 		if (strncmp(src, marker, sizeof marker - 1) == 0) {
 			src += sizeof marker - 1;
 			size_t k = strcspn(src, "&# \t\r\n\"'");
-			char key[256], shown[32];
-			snprintf(key, sizeof key, "%.*s", (int)(k < 255 ? k : 255), src);
-			ayla_redact(key, shown, sizeof shown);
+			char shown[40];
+			if (k <= 8)
+				snprintf(shown, sizeof shown, "…(%zu)", k);
+			else
+				snprintf(shown, sizeof shown, "%.4s…(%zu)", src, k);
 			int w = snprintf(dst + o, dstlen - o, "%s%s", marker, shown);
 			o += w > 0 ? (size_t)w : 0;
 			if (o >= dstlen)

@@ -12,10 +12,9 @@ double ayla_monotime(void); /* monotonic seconds, for intervals */
 double ayla_random(uint64_t *state);
 uint64_t ayla_random_seed(void);
 
-/* Shows a secret as its first 4 characters and a length: "abcd…(32)". */
-void ayla_redact(const char *secret, char *out, size_t outlen);
-
-/* Copies src to dst with every "stream_key=VALUE" shortened to a redacted form. */
+/* Copies src to dst with every "stream_key=VALUE" shown as its first 4
+ * characters and its length, "stream_key=abcd…(32)" (only the length for
+ * keys of 8 characters or fewer). */
 void ayla_redact_url(const char *src, char *dst, size_t dstlen);
 
 /* Routes libwebsockets' own log lines to stderr, redacted, at the level in

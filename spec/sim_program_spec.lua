@@ -79,6 +79,19 @@ describe("ayla-sim", function()
     assert.equal(1000, s:stats().events_by_type.datapoint)
   end)
 
+  it("answers an unknown key with a plain HTTP 401 at the handshake", function()
+    local url = start("--key right-key")
+    local port = url:match(":(%d+)/")
+    local p = io.popen(([[bash -c 'exec 3<>/dev/tcp/127.0.0.1/%s
+      printf "GET /stream?stream_key=wrong HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n]]
+      .. [[Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n]]
+      .. [[Sec-WebSocket-Version: 13\r\n\r\n" >&3; timeout 2 cat <&3']]):format(port))
+    local answer = p:read("a")
+    p:close()
+    assert.matches("^HTTP/1%.%d 401", answer)
+    assert.matches("\r\n\r\nunknown stream key\n$", answer)
+  end)
+
   it("explains its usage and refuses bad arguments", function()
     local p = io.popen(sim_path() .. " --help")
     local text = p:read("a")

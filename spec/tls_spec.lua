@@ -35,6 +35,11 @@ describe("wss://", function()
     assert.matches("certificate .* refused: self.signed certificate", err)
     assert.matches("ca_file", err)
     assert.equal(0, sim:stats().connections)
+    -- next() says why nothing comes
+    local ev, timeout, why = s:next(0.3)
+    assert.is_nil(ev)
+    assert.equal("timeout", timeout)
+    assert.matches("^not connected: TLS: the certificate", why)
   end)
 
   it("accepts the server when ca_file names its CA, and events flow", function()

@@ -16,15 +16,25 @@ end
 -- ayla.sim{ port = 0, key = K, heartbeat_interval = 30, heartbeat_misses = 2,
 --           cert_file = F, key_file = F, scenario = FILE, event_interval = 1,
 --           loop = false, history = 10000 }
+local OPTIONS = {
+  host = "string", port = "number", key = "string", heartbeat_interval = "number",
+  heartbeat_misses = "number", cert_file = "string", key_file = "string",
+  scenario = "string", event_interval = "number", loop = "boolean", history = "number",
+}
+
 function M.new(opts)
   if opts ~= nil and type(opts) ~= "table" then error("ayla.sim expects a table of options", 2) end
+  for k, v in pairs(opts or {}) do
+    if not OPTIONS[k] then error(("unknown option '%s' for ayla.sim"):format(tostring(k)), 2) end
+    if type(v) ~= OPTIONS[k] then error(("option '%s' must be a %s"):format(k, OPTIONS[k]), 2) end
+  end
   local c, err = core.sim(opts or {})
   if not c then return nil, err end
-  return setmetatable({ _core = c }, Sim)
+  return setmetatable({ _core = c, _host = opts and opts.host or "127.0.0.1" }, Sim)
 end
 
 function Sim:url()
-  return ("%s://127.0.0.1:%d/stream"):format(self:tls() and "wss" or "ws", self:port())
+  return ("%s://%s:%d/stream"):format(self:tls() and "wss" or "ws", self._host, self:port())
 end
 
 -- Broadcasts an event (a table or a JSON object text); the sim sets its seq.
@@ -41,9 +51,14 @@ function Sim:stream(opts)
   return require("ayla.stream").new(o)
 end
 
-function Sim:stop() self._core:stop() end
+function Sim:stop()
+  self._core:stop()
+  self._stopped = true
+end
 Sim.__close = Sim.stop
 
-function Sim:__tostring() return "ayla.Sim " .. self:url() end
+function Sim:__tostring()
+  return self._stopped and "ayla.Sim (stopped)" or "ayla.Sim " .. self:url()
+end
 
 return M

@@ -38,10 +38,12 @@ local function parse_url(url)
   for k, v in (query or ""):gmatch("([^&=]+)=([^&]*)") do
     if k == "stream_key" then key = v end
   end
+  port = tonumber(port) or (scheme == "wss" and 443 or 80)
+  if port < 1 or port > 65535 then return nil, "url has a port outside 1..65535" end
   return {
     tls = scheme == "wss",
     host = host,
-    port = tonumber(port) or (scheme == "wss" and 443 or 80),
+    port = port,
     path = path ~= "" and path or "/stream",
     key = key,
   }
@@ -85,10 +87,11 @@ function M.new(opts)
     "backoff.min must be a positive number of seconds")
   check(backoff.max == nil or (type(backoff.max) == "number" and backoff.max > 0), 2,
     "backoff.max must be a positive number of seconds")
-  for _, name in ipairs { "seq_start", "queue_max", "queue_max_bytes", "max_message" } do
+  for name, least in pairs { seq_start = 0, queue_max = 1, queue_max_bytes = 0,
+                             max_message = 1024 } do
     local v = opts[name]
-    check(v == nil or (math.tointeger(v) and v >= 0), 2,
-      "option '%s' must be a non-negative integer", name)
+    check(v == nil or (math.tointeger(v) and v >= least), 2,
+      "option '%s' must be an integer of at least %d", name, least)
   end
   if opts.ca_file then -- lws would only fail later, at every connect, less clearly
     local f, ferr = io.open(opts.ca_file, "r")
@@ -140,7 +143,11 @@ function Stream:next(timeout)
       if state == "refused" then return nil, err end
       if state == "closed" then return nil, "closed" end
       local left = deadline and deadline - core.monotime()
-      if left and left <= 0 then return nil, "timeout" end
+      if left and left <= 0 then
+        -- Silence while connected is just silence; otherwise say why.
+        if state ~= "open" and err then return nil, "timeout", "not connected: " .. err end
+        return nil, "timeout"
+      end
       c:wait(left and math.min(left, WAIT_SLICE) or WAIT_SLICE)
     end
   end
@@ -164,10 +171,13 @@ function Stream:stats()
   return st
 end
 
--- s:status() -> state ("connecting", "open", "backoff", "refused", "closed"), last error
+-- s:status() -> state ("connecting", "open", "backoff", "refused", "closed"), and
+-- while not open, the last error (stats().last_error keeps it after recovery)
 function Stream:status()
   check_self(self)
-  return self._core:state()
+  local state, err = self._core:state()
+  if state == "open" then return state end
+  return state, err
 end
 
 function Stream:fd()

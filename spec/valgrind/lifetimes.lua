@@ -38,7 +38,7 @@ do
 end
 
 -- 3. garbage collected while connected, with a reassembly buffer in use
-local live = assert(sim:stream { max_message = 1000 })
+local live = assert(sim:stream { max_message = 4096 })
 check(wait_until(function() return live:status() == "open" end), "open 3")
 live = nil -- luacheck: ignore
 collectgarbage(); collectgarbage()
