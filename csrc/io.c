@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <math.h>
 
 struct io_call {
 	struct io_call *next;
@@ -35,6 +37,7 @@ struct ayla_io {
 	pthread_cond_t cv;
 	struct io_call *calls; /* order does not matter: each caller waits for its own */
 	struct io_vhost *vhosts; /* I/O thread only (and the final teardown) */
+	unsigned long long notified; /* under mu: count of ayla_io_notify calls */
 	unsigned vhost_count;
 };
 
@@ -84,6 +87,7 @@ static int hub_callback(struct lws *wsi, enum lws_callback_reasons reason, void 
 static const struct lws_protocols protocols[] = {
 	{"ayla-io", hub_callback, 0, 0, 0, NULL, 0},
 	{"ayla-dss", ayla_stream_callback, 0, 0, 0, NULL, 0},
+	{"ayla-http", ayla_http_callback, 0, 0, 0, NULL, 0},
 	{NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
@@ -160,7 +164,11 @@ struct ayla_io *ayla_io_new(char *err, size_t errlen)
 	}
 	atomic_init(&io->refs, 1);
 	pthread_mutex_init(&io->mu, NULL);
-	pthread_cond_init(&io->cv, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&io->cv, &ca);
+	pthread_condattr_destroy(&ca);
 
 	ayla_lws_logging();
 	struct lws_context_creation_info info;
@@ -226,6 +234,35 @@ void ayla_io_unref(struct ayla_io *io)
 	pthread_cond_destroy(&io->cv);
 	pthread_mutex_destroy(&io->mu);
 	free(io);
+}
+
+void ayla_io_notify(struct ayla_io *io)
+{
+	pthread_mutex_lock(&io->mu);
+	io->notified++;
+	pthread_cond_broadcast(&io->cv);
+	pthread_mutex_unlock(&io->mu);
+}
+
+int ayla_io_wait(struct ayla_io *io, double seconds, unsigned long long *seen)
+{
+	struct timespec until;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	double whole = floor(seconds > 0 ? seconds : 0);
+	until.tv_sec += (time_t)whole;
+	until.tv_nsec += (long)((seconds > 0 ? seconds - whole : 0) * 1e9);
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&io->mu);
+	while (io->notified == *seen)
+		if (pthread_cond_timedwait(&io->cv, &io->mu, &until) != 0)
+			break;
+	int woke = io->notified != *seen;
+	*seen = io->notified;
+	pthread_mutex_unlock(&io->mu);
+	return woke;
 }
 
 void ayla_io_call(struct ayla_io *io, void (*fn)(void *arg), void *arg)

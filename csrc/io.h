@@ -43,8 +43,19 @@ void ayla_io_call(struct ayla_io *io, void (*fn)(void *arg), void *arg);
 struct lws_vhost *ayla_io_vhost(struct ayla_io *io, const char *ca_file, char *err,
 				size_t errlen);
 
-/* The protocol callback of the DSS client (stream.c), listed by the hub. */
+/* Something finished on the I/O thread (a request, a queued event): wakes
+ * every ayla_io_wait. Any thread. */
+void ayla_io_notify(struct ayla_io *io);
+
+/* Waits until a notification newer than *seen, or `seconds`; returns 1 if
+ * one came, and updates *seen. For a scheduler waiting on many things. */
+int ayla_io_wait(struct ayla_io *io, double seconds, unsigned long long *seen);
+
+/* The protocol callbacks of the DSS client (stream.c) and of HTTP requests
+ * (http.c), listed by the hub. */
 int ayla_stream_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 			 void *in, size_t len);
+int ayla_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+		       size_t len);
 
 #endif

@@ -101,12 +101,16 @@ static void wake_fd(struct ayla_stream *s)
 	}
 }
 
-static void signal_readable(struct ayla_stream *s)
+/* Returns 1 when the queue just became non-empty (the hub is told after
+ * the lock is released). */
+static int signal_readable(struct ayla_stream *s)
 {
 	if (!s->efd_set && s->queue.head) {
 		wake_fd(s);
 		pthread_cond_broadcast(&s->cv);
+		return 1;
 	}
+	return 0;
 }
 
 static enum ayla_event_type classify(const char *json, size_t len)
@@ -323,8 +327,10 @@ static void handle_message(struct ayla_stream *s, const char *msg, size_t len)
 	s->st.last_message_at = pc.now;
 	s->st.attempts = 0;
 	dss_frame_parse(msg, len, on_record, &pc);
-	signal_readable(s);
+	int became_readable = signal_readable(s);
 	pthread_mutex_unlock(&s->mu);
+	if (became_readable)
+		ayla_io_notify(s->io);
 }
 
 static void count_skipped(struct ayla_stream *s, uint64_t *counter, const char *what)

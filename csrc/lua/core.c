@@ -5,6 +5,7 @@
  */
 #include "lcommon.h"
 
+#include "io.h"
 #include "util.h"
 
 #include <libwebsockets.h>
@@ -90,6 +91,74 @@ void ayla_new_type(lua_State *L, const char *name, const luaL_Reg *meta, const l
 	lua_pop(L, 1);
 }
 
+#define IO_MT "ayla.core.IO"
+#define IO_KEY "ayla.core.io" /* registry: weak table holding this state's hub */
+
+typedef struct {
+	struct ayla_io *io;
+	unsigned long long seen; /* notifications already waited for */
+} LIO;
+
+static int io_gc(lua_State *L)
+{
+	LIO *lio = luaL_checkudata(L, 1, IO_MT);
+	ayla_io_unref(lio->io);
+	lio->io = NULL;
+	return 0;
+}
+
+/* Pushes this Lua state's I/O hub, starting it if no live object holds it:
+ * one I/O thread per module instance, ended by the collector with the last
+ * stream. Returns NULL (with a message pushed instead) on failure. */
+struct ayla_io *ayla_push_io(lua_State *L)
+{
+	if (luaL_getsubtable(L, LUA_REGISTRYINDEX, IO_KEY) == 0) {
+		lua_createtable(L, 0, 1);
+		lua_pushliteral(L, "v");
+		lua_setfield(L, -2, "__mode");
+		lua_setmetatable(L, -2);
+	}
+	if (lua_getfield(L, -1, "hub") == LUA_TUSERDATA) {
+		LIO *lio = lua_touserdata(L, -1);
+		if (lio->io) {
+			lua_remove(L, -2);
+			return lio->io;
+		}
+	}
+	lua_pop(L, 1);
+	LIO *lio = lua_newuserdatauv(L, sizeof *lio, 0);
+	lio->io = NULL;
+	lio->seen = 0;
+	if (luaL_newmetatable(L, IO_MT)) {
+		lua_pushcfunction(L, io_gc);
+		lua_setfield(L, -2, "__gc");
+	}
+	lua_setmetatable(L, -2);
+	char err[256];
+	lio->io = ayla_io_new(err, sizeof err);
+	if (!lio->io) {
+		lua_pop(L, 2);
+		lua_pushstring(L, err);
+		return NULL;
+	}
+	lua_pushvalue(L, -1);
+	lua_setfield(L, -3, "hub");
+	lua_remove(L, -2);
+	return lio->io;
+}
+
+/* core.wait_any(seconds) -> true when something finished on the I/O thread
+ * (a request completed, events became pending) since the last call */
+static int core_wait_any(lua_State *L)
+{
+	double seconds = luaL_checknumber(L, 1);
+	if (!ayla_push_io(L))
+		return lua_error(L);
+	LIO *lio = lua_touserdata(L, -1);
+	lua_pushboolean(L, ayla_io_wait(lio->io, seconds, &lio->seen));
+	return 1;
+}
+
 /* core.monotime() -> seconds on a clock that never jumps */
 static int core_monotime(lua_State *L)
 {
@@ -117,6 +186,10 @@ int luaopen_ayla_core(lua_State *L)
 	lua_setfield(L, -2, "monotime");
 	lua_pushcfunction(L, core_sleep);
 	lua_setfield(L, -2, "sleep");
+	lua_pushcfunction(L, core_wait_any);
+	lua_setfield(L, -2, "wait_any");
+	ayla_open_request(L);
+	lua_setfield(L, -2, "request");
 	ayla_open_stream(L);
 	lua_setfield(L, -2, "stream");
 	ayla_open_sim(L);

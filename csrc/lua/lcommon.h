@@ -22,7 +22,13 @@ void ayla_set_string(lua_State *L, const char *name, const char *value);
  * `methods` as its __index table (the shape of liolib's createmeta). */
 void ayla_new_type(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods);
 
+struct ayla_io;
+/* Pushes this Lua state's I/O hub userdata (starting the hub if needed) and
+ * returns the hub; on failure pushes a message instead and returns NULL. */
+struct ayla_io *ayla_push_io(lua_State *L);
+
 int ayla_open_stream(lua_State *L); /* registers ayla.core.Stream, pushes its constructor */
+int ayla_open_request(lua_State *L); /* registers ayla.core.Request, pushes its constructor */
 int ayla_open_sim(lua_State *L);    /* registers ayla.core.Sim, pushes its constructor */
 
 #endif

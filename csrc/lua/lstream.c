@@ -1,7 +1,6 @@
 /* ayla.core.Stream: the Lua face of csrc/stream.c. */
 #include "lcommon.h"
 
-#include "io.h"
 #include "stream.h"
 #include "util.h"
 
@@ -9,59 +8,6 @@
 #include <string.h>
 
 #define STREAM_MT "ayla.core.Stream"
-#define IO_MT "ayla.core.IO"
-#define IO_KEY "ayla.core.io" /* registry: weak table holding this state's hub */
-
-typedef struct {
-	struct ayla_io *io;
-} LIO;
-
-static int io_gc(lua_State *L)
-{
-	LIO *lio = luaL_checkudata(L, 1, IO_MT);
-	ayla_io_unref(lio->io);
-	lio->io = NULL;
-	return 0;
-}
-
-/* Pushes this Lua state's I/O hub, starting it if no live object holds it:
- * one I/O thread per module instance, ended by the collector with the last
- * stream. Returns NULL (with a message pushed instead) on failure. */
-static struct ayla_io *push_io(lua_State *L)
-{
-	if (luaL_getsubtable(L, LUA_REGISTRYINDEX, IO_KEY) == 0) {
-		lua_createtable(L, 0, 1);
-		lua_pushliteral(L, "v");
-		lua_setfield(L, -2, "__mode");
-		lua_setmetatable(L, -2);
-	}
-	if (lua_getfield(L, -1, "hub") == LUA_TUSERDATA) {
-		LIO *lio = lua_touserdata(L, -1);
-		if (lio->io) {
-			lua_remove(L, -2);
-			return lio->io;
-		}
-	}
-	lua_pop(L, 1);
-	LIO *lio = lua_newuserdatauv(L, sizeof *lio, 0);
-	lio->io = NULL;
-	if (luaL_newmetatable(L, IO_MT)) {
-		lua_pushcfunction(L, io_gc);
-		lua_setfield(L, -2, "__gc");
-	}
-	lua_setmetatable(L, -2);
-	char err[256];
-	lio->io = ayla_io_new(err, sizeof err);
-	if (!lio->io) {
-		lua_pop(L, 2);
-		lua_pushstring(L, err);
-		return NULL;
-	}
-	lua_pushvalue(L, -1);
-	lua_setfield(L, -3, "hub");
-	lua_remove(L, -2);
-	return lio->io;
-}
 
 typedef struct {
 	struct ayla_stream *s; /* NULL once collected */
@@ -117,7 +63,7 @@ static int stream_new(lua_State *L)
 	if (cfg.port <= 0 || cfg.port > 65535)
 		return luaL_error(L, "option 'port' must be 1..65535");
 
-	struct ayla_io *io = push_io(L);
+	struct ayla_io *io = ayla_push_io(L);
 	if (!io) {
 		luaL_pushfail(L);
 		lua_insert(L, -2);
