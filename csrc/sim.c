@@ -1,89 +1,18 @@
-/* ayla-sim's DSS WebSocket endpoint; see sim.h. */
-#include "sim.h"
+/* ayla-sim's server: WebSocket clients, heartbeats, commands and faults;
+ * see sim.h for the API and sim_internal.h for how the parts fit. */
+#include "sim_internal.h"
 
 #include "frame.h"
-#include "iothread.h"
 #include "util.h"
 
 #include <errno.h>
-#include <libwebsockets.h>
-#include <openssl/ssl.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* An outgoing message, shared by every client it is queued for. */
-struct sim_frame {
-	unsigned refs;
-	int binary;
-	unsigned fragments; /* 1: one WebSocket frame */
-	uint64_t seq;       /* 0 for heartbeats and raw messages */
-	size_t len;
-	char data[];
-};
-
-struct out_node {
-	struct out_node *next;
-	struct sim_frame *f;
-};
-
-/* Per connection; lws allocates it (per_session_data_size). */
-struct sim_client {
-	struct sim_client *next;
-	struct lws *wsi;
-	struct ayla_sim *sim;
-	struct out_node *head, *tail;
-	size_t sent_of_head;   /* bytes of head already sent as fragments */
-	int hb_due;            /* a heartbeat waits to be written */
-	int hb_outstanding;    /* sent and not answered */
-	uint64_t flood_left;
-	uint64_t seq_start; /* from the handshake: replay history from here */
-	lws_sorted_usec_list_t sul_hb;
-};
-
-enum cmd_type { CMD_EMIT, CMD_RAW, CMD_FAULT, CMD_FLOOD };
-
-struct sim_cmd {
-	struct sim_cmd *next;
-	enum cmd_type type;
-	enum ayla_sim_fault fault;
-	double arg;
-	uint64_t n;
-	int binary;
-	size_t len;
-	char data[];
-};
-
-struct ayla_sim {
-	struct ayla_sim_config cfg; /* strings owned */
-	struct ayla_iothread io;
-	int port;
-	char key[65];
-
-	pthread_mutex_t mu; /* guards cmds and stats */
-	struct sim_cmd *cmd_head, *cmd_tail;
-	struct ayla_sim_stats st;
-
-	/* I/O thread only */
-	struct sim_client *clients;
-	uint64_t seq;
-	struct sim_frame **history; /* ring of cfg.history frames */
-	size_t hist_next, hist_count;
-	unsigned fragment_next;
-	double stall_until, withhold_until; /* monotonic */
-	lws_sorted_usec_list_t sul_resume, sul_scenario;
-	char **lines; /* the scenario */
-	size_t nlines, line_at;
-	int scenario_started;
-	SSL_CTX *unused_client_ctx; /* see ayla_sim_start */
-	unsigned char *scratch; /* LWS_PRE + message, for lws_write */
-	size_t scratch_cap;
-};
-
 /* ---- frames ---- */
 
-static struct sim_frame *frame_new(const char *data, size_t len, int binary, uint64_t seq)
+struct sim_frame *sim_frame_new(const char *data, size_t len, int binary, uint64_t seq)
 {
 	struct sim_frame *f = malloc(sizeof *f + len);
 	if (!f)
@@ -97,77 +26,15 @@ static struct sim_frame *frame_new(const char *data, size_t len, int binary, uin
 	return f;
 }
 
-static void frame_unref(struct sim_frame *f)
+void sim_frame_unref(struct sim_frame *f)
 {
 	if (f && --f->refs == 0)
 		free(f);
 }
 
-/* Returns "LEN|json" with json's top-level "seq" set to seq (replaced or
- * inserted), as a new frame. */
-static struct sim_frame *event_frame(const char *json, size_t len, uint64_t seq)
-{
-	static const char *const path[] = {"seq"};
-	const char *v;
-	size_t vlen, cut_from, cut_to;
-	char seqtxt[32];
-	int seqlen = snprintf(seqtxt, sizeof seqtxt, "\"%llu\"", (unsigned long long)seq);
-
-	const char *pre, *post;
-	size_t prelen, postlen;
-	const char *sep = "";
-	if (dss_json_lookup(json, len, path, 1, &v, &vlen)) {
-		cut_from = (size_t)(v - json);
-		cut_to = cut_from + vlen;
-		if (cut_from > 0 && json[cut_from - 1] == '"') { /* a string value */
-			cut_from--;
-			cut_to++;
-		}
-		pre = json;
-		prelen = cut_from;
-		post = json + cut_to;
-		postlen = len - cut_to;
-	} else {
-		const char *brace = memchr(json, '{', len);
-		if (!brace)
-			return NULL;
-		size_t at = (size_t)(brace - json) + 1;
-		pre = json;
-		prelen = at;
-		post = json + at;
-		postlen = len - at;
-		/* "seq" goes first; a comma unless the object is empty */
-		size_t k = 0;
-		while (k < postlen && (post[k] == ' ' || post[k] == '\n' || post[k] == '\t' ||
-				       post[k] == '\r'))
-			k++;
-		sep = (k < postlen && post[k] == '}') ? "" : ",";
-	}
-	const char *key = (pre == json && prelen > 0 && json[prelen - 1] == '{') ? "\"seq\":" : "";
-	size_t body = prelen + strlen(key) + (size_t)seqlen + strlen(sep) + postlen;
-	char lenbuf[24];
-	int lenlen = snprintf(lenbuf, sizeof lenbuf, "%zu|", body);
-	struct sim_frame *f = malloc(sizeof *f + (size_t)lenlen + body);
-	if (!f)
-		return NULL;
-	f->refs = 1;
-	f->binary = 0;
-	f->fragments = 1;
-	f->seq = seq;
-	f->len = (size_t)lenlen + body;
-	char *o = f->data;
-	memcpy(o, lenbuf, (size_t)lenlen), o += lenlen;
-	memcpy(o, pre, prelen), o += prelen;
-	memcpy(o, key, strlen(key)), o += strlen(key);
-	memcpy(o, seqtxt, (size_t)seqlen), o += seqlen;
-	memcpy(o, sep, strlen(sep)), o += strlen(sep);
-	memcpy(o, post, postlen);
-	return f;
-}
-
 /* ---- per-client output ---- */
 
-static void enqueue(struct sim_client *c, struct sim_frame *f)
+void sim_enqueue(struct sim_client *c, struct sim_frame *f)
 {
 	struct out_node *n = malloc(sizeof *n);
 	if (!n)
@@ -189,7 +56,7 @@ static void drop_head(struct sim_client *c)
 	c->head = n->next;
 	if (!c->head)
 		c->tail = NULL;
-	frame_unref(n->f);
+	sim_frame_unref(n->f);
 	free(n);
 	c->sent_of_head = 0;
 }
@@ -283,20 +150,19 @@ static int client_writeable(struct sim_client *c)
 		} else {
 			c->sent_of_head = off + chunk;
 		}
-	} else if (c->flood_left) {
+	} else if (c->flood_left && c->feed) {
 		char buf[700];
-		uint64_t seq = ++sim->seq;
+		uint64_t seq = ++c->feed->seq; /* flood events are not kept in the history */
 		size_t n = flood_event(buf, sizeof buf, seq, c->flood_left);
 		if (write_msg(sim, c->wsi, buf, n, 0, 1, 1))
 			return -1;
 		c->flood_left--;
 		pthread_mutex_lock(&sim->mu);
 		sim->st.flood_sent++;
-		sim->st.last_seq = sim->seq;
 		pthread_mutex_unlock(&sim->mu);
 	}
 more:
-	if (c->head || c->hb_due || c->flood_left)
+	if (c->head || c->hb_due || (c->flood_left && c->feed))
 		lws_callback_on_writable(c->wsi);
 	return 0;
 }
@@ -325,40 +191,7 @@ static void heartbeat_tick(lws_sorted_usec_list_t *sul)
 	lws_callback_on_writable(c->wsi);
 }
 
-/* ---- the event feed ---- */
-
-static void history_add(struct ayla_sim *sim, struct sim_frame *f)
-{
-	if (!sim->cfg.history)
-		return;
-	struct sim_frame **slot = &sim->history[sim->hist_next];
-	frame_unref(*slot);
-	*slot = f;
-	f->refs++;
-	sim->hist_next = (sim->hist_next + 1) % sim->cfg.history;
-	if (sim->hist_count < sim->cfg.history)
-		sim->hist_count++;
-}
-
-static void broadcast_event(struct ayla_sim *sim, const char *json, size_t len)
-{
-	struct sim_frame *f = event_frame(json, len, sim->seq + 1);
-	if (!f)
-		return;
-	sim->seq++;
-	if (sim->fragment_next > 1) {
-		f->fragments = sim->fragment_next;
-		sim->fragment_next = 0;
-	}
-	history_add(sim, f);
-	for (struct sim_client *c = sim->clients; c; c = c->next)
-		enqueue(c, f);
-	frame_unref(f);
-	pthread_mutex_lock(&sim->mu);
-	sim->st.events_emitted++;
-	sim->st.last_seq = sim->seq;
-	pthread_mutex_unlock(&sim->mu);
-}
+/* ---- the scenario ---- */
 
 static void scenario_tick(lws_sorted_usec_list_t *sul)
 {
@@ -369,7 +202,7 @@ static void scenario_tick(lws_sorted_usec_list_t *sul)
 		sim->line_at = 0;
 	}
 	const char *line = sim->lines[sim->line_at++];
-	broadcast_event(sim, line, strlen(line));
+	sim_feed_broadcast(sim, line, strlen(line));
 	lws_sul_schedule(sim->io.ctx, 0, &sim->sul_scenario, scenario_tick,
 			 (lws_usec_t)(sim->cfg.event_interval * LWS_USEC_PER_SEC));
 }
@@ -419,19 +252,26 @@ static void run_commands(struct ayla_sim *sim)
 		struct sim_cmd *next = cmd->next;
 		switch (cmd->type) {
 		case CMD_EMIT:
-			broadcast_event(sim, cmd->data, cmd->len);
+			sim_feed_broadcast(sim, cmd->data, cmd->len);
 			break;
 		case CMD_RAW: {
-			struct sim_frame *f = frame_new(cmd->data, cmd->len, cmd->binary, 0);
+			struct sim_frame *f = sim_frame_new(cmd->data, cmd->len, cmd->binary, 0);
 			if (f) {
 				for (struct sim_client *c = sim->clients; c; c = c->next)
-					enqueue(c, f);
-				frame_unref(f);
+					sim_enqueue(c, f);
+				sim_frame_unref(f);
 			}
 			break;
 		}
 		case CMD_FAULT:
 			apply_fault(sim, cmd->fault, cmd->arg);
+			break;
+		case CMD_REST_FAULT:
+			sim_cloud_fault(sim->cloud, (enum sim_rest_fault)cmd->fault, (unsigned)cmd->n,
+					cmd->arg);
+			break;
+		case CMD_EXPIRE:
+			sim_cloud_expire_tokens(sim->cloud);
 			break;
 		case CMD_FLOOD:
 			for (struct sim_client *c = sim->clients; c; c = c->next) {
@@ -469,7 +309,7 @@ static int check_handshake(struct ayla_sim *sim, struct lws *wsi)
 	if (strcmp(uri, "/stream") != 0)
 		return 404;
 	const char *key = lws_get_urlarg_by_name(wsi, "stream_key=", buf, sizeof buf);
-	if (!key || strcmp(key, sim->key) != 0)
+	if (!key || !sim_feed_for(sim, key))
 		return 401;
 	return 0;
 }
@@ -479,16 +319,6 @@ static uint64_t requested_seq_start(struct lws *wsi)
 	char v[512]; /* lws stops at the first argument that does not fit */
 	const char *s = lws_get_urlarg_by_name(wsi, "seq_start=", v, sizeof v);
 	return s ? strtoull(s, NULL, 10) : 0;
-}
-
-static void replay_history(struct ayla_sim *sim, struct sim_client *c, uint64_t from)
-{
-	size_t oldest = (sim->hist_next + sim->cfg.history - sim->hist_count) % sim->cfg.history;
-	for (size_t k = 0; k < sim->hist_count; k++) {
-		struct sim_frame *f = sim->history[(oldest + k) % sim->cfg.history];
-		if (f->seq >= from)
-			enqueue(c, f);
-	}
 }
 
 static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
@@ -502,6 +332,12 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 		if (sim)
 			run_commands(sim);
 		break;
+	case LWS_CALLBACK_HTTP:
+	case LWS_CALLBACK_HTTP_BODY:
+	case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+	case LWS_CALLBACK_HTTP_WRITEABLE:
+	case LWS_CALLBACK_CLOSED_HTTP:
+		return sim_rest_callback(sim, wsi, reason, c, in, len);
 	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
 		int status = check_handshake(sim, wsi);
 		if (status) {
@@ -511,18 +347,24 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 			return refuse(wsi, (unsigned)status,
 				      status == 401 ? "unknown stream key\n" : "not found\n");
 		}
-		/* The query is gone once the upgrade is done: keep seq_start. */
+		/* The query is gone once the upgrade is done: keep what we need. */
 		memset(c, 0, sizeof *c);
 		c->seq_start = requested_seq_start(wsi);
+		{
+			char buf[512];
+			const char *key = lws_get_urlarg_by_name(wsi, "stream_key=", buf, sizeof buf);
+			snprintf(c->key, sizeof c->key, "%s", key ? key : "");
+		}
 		break;
 	}
 	case LWS_CALLBACK_ESTABLISHED: {
 		c->wsi = wsi;
 		c->sim = sim;
+		c->feed = sim_feed_for(sim, c->key);
 		c->next = sim->clients;
 		sim->clients = c;
-		if (c->seq_start && sim->cfg.history)
-			replay_history(sim, c, c->seq_start);
+		if (c->seq_start)
+			sim_feed_replay(sim, c, c->seq_start);
 		lws_sul_schedule(lws_get_context(wsi), 0, &c->sul_hb, heartbeat_tick,
 				 (lws_usec_t)(sim->cfg.heartbeat_interval * LWS_USEC_PER_SEC));
 		pthread_mutex_lock(&sim->mu);
@@ -628,9 +470,31 @@ int ayla_sim_fault(struct ayla_sim *sim, enum ayla_sim_fault fault, double arg)
 	struct sim_cmd *cmd = cmd_new(CMD_FAULT, NULL, 0);
 	if (!cmd)
 		return -1;
-	cmd->fault = fault;
+	cmd->fault = (int)fault;
 	cmd->arg = arg;
 	return post(sim, cmd);
+}
+
+int ayla_sim_rest_fault(struct ayla_sim *sim, const char *kind, unsigned count, double arg)
+{
+	static const char *const kinds[] = {"5xx", "429", "slow"};
+	for (int k = 0; k < 3; k++)
+		if (!strcmp(kind, kinds[k])) {
+			struct sim_cmd *cmd = cmd_new(CMD_REST_FAULT, NULL, 0);
+			if (!cmd)
+				return -1;
+			cmd->fault = k; /* the order of enum sim_rest_fault */
+			cmd->n = count;
+			cmd->arg = arg;
+			return post(sim, cmd);
+		}
+	return -1;
+}
+
+int ayla_sim_expire_tokens(struct ayla_sim *sim)
+{
+	struct sim_cmd *cmd = cmd_new(CMD_EXPIRE, NULL, 0);
+	return cmd ? post(sim, cmd) : -1;
 }
 
 int ayla_sim_flood(struct ayla_sim *sim, uint64_t n)
@@ -721,9 +585,9 @@ static int load_scenario(struct ayla_sim *sim, char *err, size_t errlen)
 
 static void free_sim(struct ayla_sim *sim)
 {
-	for (size_t k = 0; k < sim->cfg.history && sim->history; k++)
-		frame_unref(sim->history[k]);
-	free(sim->history);
+	sim_timers_free(sim);
+	sim_feeds_free(sim);
+	sim_cloud_free(sim->cloud);
 	for (size_t k = 0; k < sim->nlines; k++)
 		free(sim->lines[k]);
 	free(sim->lines);
@@ -738,6 +602,7 @@ static void free_sim(struct ayla_sim *sim)
 	free((char *)sim->cfg.cert_file);
 	free((char *)sim->cfg.key_file);
 	free((char *)sim->cfg.scenario);
+	free((char *)sim->cfg.fleet);
 	pthread_mutex_destroy(&sim->mu);
 	free(sim);
 }
@@ -755,6 +620,7 @@ struct ayla_sim *ayla_sim_start(const struct ayla_sim_config *cfg, char *err, si
 	sim->cfg.cert_file = cfg->cert_file ? strdup(cfg->cert_file) : NULL;
 	sim->cfg.key_file = cfg->key_file ? strdup(cfg->key_file) : NULL;
 	sim->cfg.scenario = cfg->scenario ? strdup(cfg->scenario) : NULL;
+	sim->cfg.fleet = cfg->fleet ? strdup(cfg->fleet) : NULL;
 	sim->cfg.key = NULL;
 	if (sim->cfg.heartbeat_interval <= 0)
 		sim->cfg.heartbeat_interval = 30;
@@ -775,9 +641,18 @@ struct ayla_sim *ayla_sim_start(const struct ayla_sim_config *cfg, char *err, si
 		for (int k = 0; k < 32; k++)
 			sim->key[k] = "0123456789abcdef"[(int)(ayla_random(&rng) * 16)];
 	}
-	sim->history = sim->cfg.history ? calloc(sim->cfg.history, sizeof *sim->history) : NULL;
-	if (!sim->cfg.host || (sim->cfg.history && !sim->history)) {
+	if (!sim->cfg.host || (cfg->fleet && !sim->cfg.fleet)) {
 		snprintf(err, errlen, "out of memory");
+		free_sim(sim);
+		return NULL;
+	}
+	struct sim_cloud_config cc = {.fleet_file = sim->cfg.fleet,
+				      .token_lifetime = cfg->token_lifetime,
+				      .ack_delay = cfg->ack_delay};
+	struct sim_cloud_hooks hooks;
+	sim_rest_hooks(sim, &hooks);
+	sim->cloud = sim_cloud_new(&cc, &hooks, err, errlen);
+	if (!sim->cloud) {
 		free_sim(sim);
 		return NULL;
 	}

@@ -1,6 +1,7 @@
 /*
- * ayla-sim's DSS endpoint: a local stand-in for the Ayla Datastream Service
- * that follows PROTOCOL.md section 1. It serves the WebSocket at /stream on
+ * ayla-sim: a local stand-in for the Ayla cloud on one port. The DSS
+ * WebSocket at /stream follows PROTOCOL.md section 1; the user, device and
+ * subscription REST services (sections 2-4) answer from sim_cloud.c. It serves the WebSocket at /stream on
  * its own I/O thread, refuses unknown stream keys with HTTP 401, sends "1|Z"
  * heartbeats and drops clients that miss them, numbers events with seq and
  * keeps a history for seq_start, replays JSONL scenarios, floods for
@@ -26,7 +27,10 @@ struct ayla_sim_config {
 	const char *scenario;  /* JSONL file of events, played once a client is connected */
 	double event_interval; /* seconds between scenario events; default 1 */
 	int loop;              /* replay the scenario forever */
-	size_t history;        /* events kept for seq_start; default 10000 */
+	size_t history;        /* events kept per stream key for seq_start; default 10000 */
+	const char *fleet;     /* JSON fleet file; NULL: the built-in demo fleet */
+	double token_lifetime; /* seconds an access token lives; default 86400 */
+	double ack_delay;      /* seconds before an ack-enabled device acks; default 0.2 */
 };
 
 enum ayla_sim_fault {
@@ -41,7 +45,8 @@ struct ayla_sim_stats {
 	uint64_t heartbeats_sent, heartbeat_replies, heartbeat_drops;
 	uint64_t events_emitted, events_sent, raw_sent, flood_sent;
 	uint64_t faults, client_messages_other;
-	uint64_t last_seq;
+	uint64_t last_seq; /* of the sim's own key */
+	uint64_t rest_requests;
 };
 
 struct ayla_sim;
@@ -62,6 +67,12 @@ int ayla_sim_fault(struct ayla_sim *sim, enum ayla_sim_fault fault, double arg);
 /* Sends n datapoint events of about 480 bytes to each client, as fast as the
  * socket takes them. */
 int ayla_sim_flood(struct ayla_sim *sim, uint64_t n);
+
+/* REST faults for the next `count` requests: "5xx" (503), "429" (with
+ * Retry-After: arg seconds), "slow" (answer after arg seconds). */
+int ayla_sim_rest_fault(struct ayla_sim *sim, const char *kind, unsigned count, double arg);
+/* Every access token expires now (as if their lifetime had passed). */
+int ayla_sim_expire_tokens(struct ayla_sim *sim);
 
 void ayla_sim_stats(struct ayla_sim *sim, struct ayla_sim_stats *out);
 /* Stops serving and frees everything. */

@@ -2,6 +2,7 @@
 #include "lcommon.h"
 
 #include "sim.h"
+#include "sim_cloud.h"
 
 #include <string.h>
 
@@ -39,6 +40,9 @@ static int sim_new(lua_State *L)
 	cfg.event_interval = ayla_opt_number(L, 1, "event_interval", 1);
 	cfg.loop = ayla_opt_boolean(L, 1, "loop", 0);
 	cfg.history = (size_t)ayla_opt_integer(L, 1, "history", 10000);
+	cfg.fleet = ayla_opt_string(L, 1, "fleet", NULL);
+	cfg.token_lifetime = ayla_opt_number(L, 1, "token_lifetime", 86400);
+	cfg.ack_delay = ayla_opt_number(L, 1, "ack_delay", 0.2);
 	if (cfg.port < 0 || cfg.port > 65535)
 		return luaL_error(L, "option 'port' must be 0..65535");
 	if (!cfg.cert_file != !cfg.key_file)
@@ -135,6 +139,36 @@ static int sim_flood(lua_State *L)
 	return done(L, ayla_sim_flood(sim, (uint64_t)n), "out of memory");
 }
 
+/* sim:rest_fault("5xx" | "429" | "slow", count [, seconds]) */
+static int sim_rest_fault(lua_State *L)
+{
+	static const char *const kinds[] = {"5xx", "429", "slow", NULL};
+	struct ayla_sim *sim = check_sim(L);
+	int k = luaL_checkoption(L, 2, NULL, kinds);
+	lua_Integer count = luaL_checkinteger(L, 3);
+	double arg = luaL_optnumber(L, 4, 1);
+	luaL_argcheck(L, count >= 0, 3, "expected a count of requests");
+	return done(L, ayla_sim_rest_fault(sim, kinds[k], (unsigned)count, arg), "out of memory");
+}
+
+/* sim:expire_tokens(): every access token expires now */
+static int sim_expire_tokens(lua_State *L)
+{
+	return done(L, ayla_sim_expire_tokens(check_sim(L)), "out of memory");
+}
+
+/* sim:credentials() -> the demo user's sign-in (nothing secret: a local sim) */
+static int sim_credentials(lua_State *L)
+{
+	check_sim(L);
+	lua_createtable(L, 0, 4);
+	ayla_set_string(L, "email", SIM_DEMO_EMAIL);
+	ayla_set_string(L, "password", SIM_DEMO_PASSWORD);
+	ayla_set_string(L, "app_id", SIM_DEMO_APP_ID);
+	ayla_set_string(L, "app_secret", SIM_DEMO_APP_SECRET);
+	return 1;
+}
+
 static int sim_stats(lua_State *L)
 {
 	struct ayla_sim_stats st;
@@ -153,6 +187,7 @@ static int sim_stats(lua_State *L)
 	ayla_set_integer(L, "faults", (lua_Integer)st.faults);
 	ayla_set_integer(L, "client_messages_other", (lua_Integer)st.client_messages_other);
 	ayla_set_integer(L, "last_seq", (lua_Integer)st.last_seq);
+	ayla_set_integer(L, "rest_requests", (lua_Integer)st.rest_requests);
 	return 1;
 }
 
@@ -182,6 +217,8 @@ int ayla_open_sim(lua_State *L)
 		{"port", sim_port},   {"key", sim_key},         {"tls", sim_tls},
 		{"emit", sim_emit},   {"send_raw", sim_send_raw}, {"garble", sim_garble},
 		{"fault", sim_fault}, {"flood", sim_flood},     {"stats", sim_stats},
+		{"rest_fault", sim_rest_fault}, {"expire_tokens", sim_expire_tokens},
+		{"credentials", sim_credentials},
 		{"stop", sim_stop},   {NULL, NULL},
 	};
 	static const luaL_Reg meta[] = {

@@ -9,7 +9,8 @@ local Sim = { __name = "ayla.Sim" }
 Sim.__index = Sim
 M.Sim = Sim
 
-for _, name in ipairs { "port", "key", "tls", "send_raw", "garble", "fault", "flood", "stats" } do
+for _, name in ipairs { "port", "key", "tls", "send_raw", "garble", "fault", "flood", "stats",
+                        "rest_fault", "expire_tokens", "credentials" } do
   Sim[name] = function(self, ...) return self._core[name](self._core, ...) end
 end
 
@@ -20,6 +21,7 @@ local OPTIONS = {
   host = "string", port = "number", key = "string", heartbeat_interval = "number",
   heartbeat_misses = "number", cert_file = "string", key_file = "string",
   scenario = "string", event_interval = "number", loop = "boolean", history = "number",
+  fleet = "string", token_lifetime = "number", ack_delay = "number",
 }
 
 function M.new(opts)
@@ -35,6 +37,21 @@ end
 
 function Sim:url()
   return ("%s://%s:%d/stream"):format(self:tls() and "wss" or "ws", self._host, self:port())
+end
+
+-- The REST services' base URL (user, device and subscription services share it).
+function Sim:http_url()
+  return ("%s://%s:%d"):format(self:tls() and "https" or "http", self._host, self:port())
+end
+
+-- Options for ayla.cloud that point every service at this sim and sign in
+-- as its demo user; extra options are merged in.
+function Sim:cloud_options(extra)
+  local o = self:credentials()
+  local base = self:http_url()
+  o.hosts = { user = base, ads = base, stream = base }
+  for k, v in pairs(extra or {}) do o[k] = v end
+  return o
 end
 
 -- Broadcasts an event (a table or a JSON object text); the sim sets its seq.
