@@ -1,12 +1,16 @@
 -- ayla: a live connection to the Ayla Datastream Service from Lua.
+local cloud = require "ayla.cloud"
 local event = require "ayla.event"
 local regions = require "ayla.regions"
+local scheduler = require "ayla.scheduler"
 local sim = require "ayla.sim"
 local stream = require "ayla.stream"
 
 return {
   _VERSION = "ayla 0.1.0",
   stream = stream.new,
+  cloud = cloud.new,
+  scheduler = scheduler.new,
   sim = sim.new,
   decode = event.decode,
   null = event.null,

@@ -49,7 +49,7 @@ end
 function Sim:cloud_options(extra)
   local o = self:credentials()
   local base = self:http_url()
-  o.hosts = { user = base, ads = base, stream = base }
+  o.hosts = { user = base, ads = base, stream = base, mstream = base }
   for k, v in pairs(extra or {}) do o[k] = v end
   return o
 end

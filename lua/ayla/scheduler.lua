@@ -1,0 +1,128 @@
+-- ayla.scheduler: coroutines that wait on the I/O thread without blocking
+-- each other. Code that calls the network (ayla.cloud) asks to wait through
+-- M.await or M.sleep: inside a task of a scheduler the task yields and the
+-- others go on; anywhere else (the REPL, a plain script) the call blocks, in
+-- short slices so that Ctrl-C still works.
+local core = require "ayla.core"
+
+local M = {}
+
+local Scheduler = { __name = "ayla.Scheduler" }
+Scheduler.__index = Scheduler
+
+local SLICE = 0.25 -- seconds a blocking wait runs before Lua gets control back
+
+-- The task each running coroutine belongs to (weak: finished ones go away).
+local task_of = setmetatable({}, { __mode = "k" })
+
+local WAIT = {} -- marks our own yields, so a task can tell them from others
+
+function M.new(opts)
+  opts = opts or {}
+  return setmetatable({
+    tasks = {},       -- every live task, in creation order
+    on_error = opts.on_error or function(task, err)
+      io.stderr:write(("ayla: task %s failed: %s\n"):format(task.name, err))
+    end,
+  }, Scheduler)
+end
+
+-- Starts fn(...) as a task and runs it until it first waits. Returns the task.
+function Scheduler:spawn(fn, ...)
+  if type(fn) ~= "function" then error("spawn expects a function", 2) end
+  local task = { co = coroutine.create(fn), name = tostring(#self.tasks + 1), args = table.pack(...) }
+  task_of[task.co] = task
+  self.tasks[#self.tasks + 1] = task
+  self:_resume(task, table.unpack(task.args, 1, task.args.n))
+  return task
+end
+
+function Scheduler:_resume(task, ...)
+  task.wait = nil
+  local ok, what, detail = coroutine.resume(task.co, ...)
+  if not ok then
+    task.dead, task.error = true, debug.traceback(task.co, tostring(what))
+    self.on_error(task, task.error)
+  elseif coroutine.status(task.co) == "dead" then
+    task.dead = true
+  elseif what == WAIT then
+    task.wait = detail
+  else
+    -- A bare coroutine.yield() inside a task: run it again next step.
+    task.wait = { until_t = 0 }
+  end
+end
+
+local function ready(wait, now)
+  if wait.request then return wait.request:wait(0) end
+  return now >= wait.until_t
+end
+
+-- Runs every task whose wait is over; then, if none was, waits up to
+-- `timeout` seconds for the I/O thread or the next timer. Returns the
+-- number of live tasks.
+function Scheduler:step(timeout)
+  local now, ran, next_t = core.monotime(), false, math.huge
+  local live = {}
+  for _, task in ipairs(self.tasks) do
+    if not task.dead then
+      if task.wait and ready(task.wait, now) then
+        self:_resume(task)
+        ran = true
+      elseif task.wait and task.wait.until_t then
+        next_t = math.min(next_t, task.wait.until_t)
+      end
+      if not task.dead then live[#live + 1] = task end
+    end
+  end
+  self.tasks = live
+  if not ran and #live > 0 and (timeout or 0) > 0 then
+    local wait = math.min(timeout, math.max(0, next_t - core.monotime()))
+    if wait > 0 then core.wait_any(wait) end
+  end
+  return #self.tasks
+end
+
+-- Steps until no task is left or `timeout` seconds pass; returns true when
+-- every task has finished.
+function Scheduler:run(timeout)
+  local deadline = timeout and core.monotime() + timeout
+  while #self.tasks > 0 do
+    local left = deadline and deadline - core.monotime()
+    if left and left <= 0 then return false end
+    self:step(math.min(left or SLICE, SLICE))
+  end
+  return true
+end
+
+-- The scheduler task running now, if any.
+function M.current_task()
+  local co = coroutine.running()
+  return task_of[co]
+end
+
+-- Waits until the core request has finished.
+function M.await(request)
+  if task_of[coroutine.running()] then
+    coroutine.yield(WAIT, { request = request })
+    return
+  end
+  while not request:wait(SLICE) do end
+end
+
+-- Sleeps; yields inside a task, blocks elsewhere.
+function M.sleep(seconds)
+  if task_of[coroutine.running()] then
+    coroutine.yield(WAIT, { until_t = core.monotime() + seconds })
+    return
+  end
+  local deadline = core.monotime() + seconds
+  while true do
+    local left = deadline - core.monotime()
+    if left <= 0 then return end
+    core.sleep(math.min(left, SLICE))
+  end
+end
+
+M.Scheduler = Scheduler
+return M
