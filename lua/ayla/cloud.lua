@@ -372,7 +372,8 @@ function Cloud:set(dsn, name, value, opts)
   local v, why = wire_value(p, value)
   if v == nil then return nil, ("cannot set %s to %s: %s"):format(where, tostring(value), why) end
   local path = ("/apiv1/dsns/%s/properties/%s/datapoints.json"):format(escape(dsn), escape(name))
-  local t, err = self:_call("ads", "POST", path, encode { datapoint = { value = v, metadata = opts.metadata } })
+  local t, err = self:_call("ads", "POST", path,
+    encode { datapoint = { value = v, metadata = opts.metadata } })
   if not t then return nil, err end
   local dp = setmetatable(t.datapoint or t, Datapoint)
   dp.value = event.typed_value(dp.value, p.base_type)
