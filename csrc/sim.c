@@ -477,8 +477,8 @@ int ayla_sim_fault(struct ayla_sim *sim, enum ayla_sim_fault fault, double arg)
 
 int ayla_sim_rest_fault(struct ayla_sim *sim, const char *kind, unsigned count, double arg)
 {
-	static const char *const kinds[] = {"5xx", "429", "slow"};
-	for (int k = 0; k < 3; k++)
+	static const char *const kinds[] = {"5xx", "429", "slow", "refresh_200"};
+	for (int k = 0; k < SIM_FAULT_COUNT; k++)
 		if (!strcmp(kind, kinds[k])) {
 			struct sim_cmd *cmd = cmd_new(CMD_REST_FAULT, NULL, 0);
 			if (!cmd)

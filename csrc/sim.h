@@ -69,7 +69,8 @@ int ayla_sim_fault(struct ayla_sim *sim, enum ayla_sim_fault fault, double arg);
 int ayla_sim_flood(struct ayla_sim *sim, uint64_t n);
 
 /* REST faults for the next `count` requests: "5xx" (503), "429" (with
- * Retry-After: arg seconds), "slow" (answer after arg seconds). */
+ * Retry-After: arg seconds), "slow" (answer after arg seconds), or
+ * "refresh_200" (the next refreshes answer 200 with an error body). */
 int ayla_sim_rest_fault(struct ayla_sim *sim, const char *kind, unsigned count, double arg);
 /* Every access token expires now (as if their lifetime had passed). */
 int ayla_sim_expire_tokens(struct ayla_sim *sim);

@@ -47,8 +47,8 @@ struct sim_cloud {
 	struct datapoint dps[MAX_DATAPOINTS];
 	unsigned next_dp;
 	uint64_t rng;
-	unsigned fault_count[3];
-	double fault_arg[3];
+	unsigned fault_count[SIM_FAULT_COUNT];
+	double fault_arg[SIM_FAULT_COUNT];
 	double pending_delay;
 };
 
@@ -436,6 +436,11 @@ static void refresh(struct sim_cloud *c, json_t *req, struct sim_response *out)
 {
 	const char *r = NULL;
 	json_unpack(req, "{s:{s?s}}", "user", "refresh_token", &r);
+	if (c->fault_count[SIM_FAULT_REFRESH_200]) {
+		c->fault_count[SIM_FAULT_REFRESH_200]--;
+		reply(out, 200, json_pack("{s:s}", "error", "Your refresh token is invalid"));
+		return;
+	}
 	for (unsigned k = 0; r && k < MAX_TOKENS; k++)
 		if (c->tokens[k].live && !strcmp(c->tokens[k].refresh, r)) {
 			c->tokens[k].live = 0; /* both tokens are replaced */

@@ -54,7 +54,13 @@ void sim_cloud_handle(struct sim_cloud *c, const char *method, const char *path,
 		      struct sim_response *out);
 
 /* REST faults, each for the next `count` requests (0 clears it). */
-enum sim_rest_fault { SIM_FAULT_5XX, SIM_FAULT_429, SIM_FAULT_SLOW };
+enum sim_rest_fault {
+	SIM_FAULT_5XX,
+	SIM_FAULT_429,
+	SIM_FAULT_SLOW,
+	SIM_FAULT_REFRESH_200, /* a refresh answered 200 with an error body (seen live) */
+	SIM_FAULT_COUNT
+};
 void sim_cloud_fault(struct sim_cloud *c, enum sim_rest_fault fault, unsigned count, double arg);
 /* How long to hold the current response (SIM_FAULT_SLOW), consumed once. */
 double sim_cloud_take_delay(struct sim_cloud *c);

@@ -142,7 +142,7 @@ static int sim_flood(lua_State *L)
 /* sim:rest_fault("5xx" | "429" | "slow", count [, seconds]) */
 static int sim_rest_fault(lua_State *L)
 {
-	static const char *const kinds[] = {"5xx", "429", "slow", NULL};
+	static const char *const kinds[] = {"5xx", "429", "slow", "refresh_200", NULL};
 	struct ayla_sim *sim = check_sim(L);
 	int k = luaL_checkoption(L, 2, NULL, kinds);
 	lua_Integer count = luaL_checkinteger(L, 3);

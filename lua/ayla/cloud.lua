@@ -60,7 +60,7 @@ local OPTIONS = {
   region = "string", deployment = "string", hosts = "table", email = "string",
   password = "string", app_id = "string", app_secret = "string", access_token = "string",
   refresh_token = "string", expires_in = "number", timeout = "number", verify = "boolean",
-  ca_file = "string", client_type = "string",
+  ca_file = "string", client_type = "string", refresh_early = "number",
 }
 
 -- ayla.cloud{ region = "us", deployment = "dev", email =, password =, app_id =,
@@ -96,6 +96,7 @@ function M.new(opts)
     _expires_at = opts.access_token and core.monotime() + (opts.expires_in or 86400) or nil,
     _timeout = opts.timeout or 30, _verify = opts.verify, _ca_file = opts.ca_file,
     _client_type = opts.client_type or "cloud",
+    _refresh_early = opts.refresh_early or REFRESH_EARLY,
     _props = {}, -- dsn -> name -> property, for set()'s checks
     stats = { requests = 0, sign_ins = 0, refreshes = 0, replays = 0, retries = 0 },
   }, Cloud)
@@ -191,7 +192,7 @@ end
 -- Makes sure a usable token is at hand; one refresh or sign-in at a time.
 function Cloud:_ensure_token(force)
   while self._renewing do scheduler.sleep(0.01) end
-  local fresh = self._token and not force and core.monotime() < self._expires_at - REFRESH_EARLY
+  local fresh = self._token and not force and core.monotime() < self._expires_at - self._refresh_early
   if fresh then return true end
   self._renewing = true
   local ok, err = nil, nil
