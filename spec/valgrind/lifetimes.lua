@@ -44,7 +44,26 @@ live = nil -- luacheck: ignore
 collectgarbage(); collectgarbage()
 check(wait_until(function() return sim:stats().clients == 0 end), "gc closed the socket")
 
--- 4. the server goes away under a stream that keeps reconnecting
+-- 4. REST: a cloud session, a write acked later, a request abandoned in
+--    flight, a subscription deleted under its live stream
+do
+  local cloud = assert(ayla.cloud(sim:cloud_options()))
+  check(cloud:set("AC000W000000001", "Blue_LED", 1, { wait_ack = 10 }) ~= nil, "acked write")
+  local sub = assert(cloud:subscribe { oem_model = "ledevb", dsn = "*", subscription_type = "datapoint" })
+  local on_sub = assert(sub:stream())
+  check(wait_until(function() return on_sub:status() == "open" end), "subscription stream")
+  check(cloud:unsubscribe(sub) == true, "unsubscribe")
+  check(wait_until(function() return on_sub:status() == "refused" end), "deleted key refused")
+  sim:rest_fault("slow", 1, 5)
+  local abandoned = core.request { host = "127.0.0.1", port = sim:port(), tls = false,
+                                   path = "/apiv1/devices.json" }
+  check(abandoned ~= nil, "request started")
+  abandoned = nil -- luacheck: ignore
+  collectgarbage(); collectgarbage()
+  cloud:set("AC000W000000003", "input", 5) -- no ack, and nobody waits for one
+end
+
+-- 5. the server goes away under a stream that keeps reconnecting
 local orphan = assert(sim:stream { backoff = { min = 0.05, max = 0.1 } })
 check(wait_until(function() return orphan:status() == "open" end), "open 4")
 local refused = assert(ayla.stream { url = sim:url(), key = "wrong" })
@@ -52,6 +71,6 @@ check(select(2, refused:next(10)):find("401") ~= nil, "refused")
 sim:stop(); sim:stop()
 check(wait_until(function() return orphan:stats().connect_failures > 0 end), "reconnecting")
 
--- 5. left open for lua_close to collect at exit: orphan, refused
+-- 6. left open for lua_close to collect at exit: orphan, refused
 print(("lifetimes: %d passed, %d failed"):format(passed, failed))
 if failed > 0 then os.exit(1) end
