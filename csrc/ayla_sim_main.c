@@ -1,5 +1,6 @@
 /* ayla-sim: the local stand-in for the Ayla Datastream Service. */
 #include "sim.h"
+#include "sim_cloud.h"
 
 #include <getopt.h>
 #include <poll.h>
@@ -15,7 +16,9 @@ static void on_signal(int sig) { (void)sig; stop_requested = 1; }
 static void usage(FILE *out)
 {
 	fputs("usage: ayla-sim [options]\n"
-	      "Serves a local Ayla Datastream Service (DSS) WebSocket at /stream.\n\n"
+	      "A local Ayla cloud on one port: the Datastream Service (DSS) WebSocket at\n"
+	      "/stream and the user, device and subscription REST services, with a fleet\n"
+	      "of digital twins.\n\n"
 	      "  -p, --port N             listen port (default 0: any free port)\n"
 	      "      --host ADDR          bind address (default 127.0.0.1)\n"
 	      "  -k, --key KEY            the accepted stream key (default: random)\n"
@@ -26,10 +29,16 @@ static void usage(FILE *out)
 	      "  -l, --loop               replay the scenario forever\n"
 	      "      --cert FILE --tls-key FILE   serve wss:// with this certificate\n"
 	      "      --flood N            send N datapoint events once the first client connects\n"
+	      "      --fleet FILE         the fleet as JSON (default: a built-in demo fleet)\n"
+	      "      --token-lifetime S   seconds an access token lives (default 86400)\n"
+	      "      --ack-delay S        seconds before an ack-enabled device acks (default 0.2)\n"
+	      "      --behave S           a scripted device event every S seconds (default: none)\n"
+	      "      --seed N             the scripted behaviour's seed (default 1)\n"
 	      "  -h, --help\n\n"
 	      "Commands on standard input, one per line, act on connected clients:\n"
 	      "  emit JSON | drop | stall SECONDS | withhold SECONDS | fragment N |\n"
-	      "  garble KIND | flood N | stats\n"
+	      "  garble KIND | flood N | stats |\n"
+	      "  rest 5xx|429|slow|refresh_200 COUNT [SECONDS] | expire | behave N\n"
 	      "  (garble kinds: no_separator bad_prefix empty_payload not_object\n"
 	      "   truncated trailing_data binary)\n",
 	      out);
@@ -74,6 +83,19 @@ static void command(struct ayla_sim *sim, char *line)
 		rc = ayla_sim_flood(sim, (uint64_t)x);
 	else if (!strcmp(line, "stats"))
 		print_stats(sim);
+	else if (!strcmp(line, "expire"))
+		rc = ayla_sim_expire_tokens(sim);
+	else if (!strcmp(line, "behave") && x >= 1)
+		rc = ayla_sim_behave(sim, (unsigned)x);
+	else if (!strcmp(line, "rest") && arg) {
+		char kind[16];
+		unsigned count = 0;
+		double seconds = 1;
+		if (sscanf(arg, "%15s %u %lf", kind, &count, &seconds) < 2)
+			rc = -1;
+		else
+			rc = ayla_sim_rest_fault(sim, kind, count, seconds);
+	}
 	else if (line[0])
 		rc = -1;
 	if (rc)
@@ -90,6 +112,9 @@ int main(int argc, char **argv)
 		{"interval", required_argument, NULL, 'i'}, {"loop", no_argument, NULL, 'l'},
 		{"cert", required_argument, NULL, 'c'},  {"tls-key", required_argument, NULL, 'K'},
 		{"flood", required_argument, NULL, 'f'}, {"help", no_argument, NULL, 'h'},
+		{"fleet", required_argument, NULL, 'F'}, {"token-lifetime", required_argument, NULL, 'T'},
+		{"ack-delay", required_argument, NULL, 'A'}, {"behave", required_argument, NULL, 'B'},
+		{"seed", required_argument, NULL, 'S'},
 		{NULL, 0, NULL, 0},
 	};
 	struct ayla_sim_config cfg = {.heartbeat_interval = 30, .heartbeat_misses = 2,
@@ -109,6 +134,11 @@ int main(int argc, char **argv)
 		case 'c': cfg.cert_file = optarg; break;
 		case 'K': cfg.key_file = optarg; break;
 		case 'f': flood = atol(optarg); break;
+		case 'F': cfg.fleet = optarg; break;
+		case 'T': cfg.token_lifetime = atof(optarg); break;
+		case 'A': cfg.ack_delay = atof(optarg); break;
+		case 'B': cfg.behaviour_interval = atof(optarg); break;
+		case 'S': cfg.seed = strtoul(optarg, NULL, 10); break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -129,6 +159,11 @@ int main(int argc, char **argv)
 	printf("ayla-sim: url %s://%s:%d/stream\n", ayla_sim_tls(sim) ? "wss" : "ws",
 	       cfg.host ? cfg.host : "127.0.0.1", ayla_sim_port(sim));
 	printf("ayla-sim: key %s\n", ayla_sim_key(sim));
+	printf("ayla-sim: rest %s://%s:%d (user, device and subscription services)\n",
+	       ayla_sim_tls(sim) ? "https" : "http", cfg.host ? cfg.host : "127.0.0.1",
+	       ayla_sim_port(sim));
+	printf("ayla-sim: sign in as %s / %s with app_id %s, app_secret %s\n", SIM_DEMO_EMAIL,
+	       SIM_DEMO_PASSWORD, SIM_DEMO_APP_ID, SIM_DEMO_APP_SECRET);
 	fflush(stdout);
 
 	struct sigaction sa;

@@ -191,6 +191,16 @@ static void heartbeat_tick(lws_sorted_usec_list_t *sul)
 	lws_callback_on_writable(c->wsi);
 }
 
+/* ---- scripted device behaviour ---- */
+
+static void behave_tick(lws_sorted_usec_list_t *sul)
+{
+	struct ayla_sim *sim = lws_container_of(sul, struct ayla_sim, sul_behave);
+	sim_cloud_behave(sim->cloud);
+	lws_sul_schedule(sim->io.ctx, 0, &sim->sul_behave, behave_tick,
+			 (lws_usec_t)(sim->cfg.behaviour_interval * LWS_USEC_PER_SEC));
+}
+
 /* ---- the scenario ---- */
 
 static void scenario_tick(lws_sorted_usec_list_t *sul)
@@ -272,6 +282,10 @@ static void run_commands(struct ayla_sim *sim)
 			break;
 		case CMD_EXPIRE:
 			sim_cloud_expire_tokens(sim->cloud);
+			break;
+		case CMD_BEHAVE:
+			for (uint64_t k = 0; k < cmd->n; k++)
+				sim_cloud_behave(sim->cloud);
 			break;
 		case CMD_FLOOD:
 			for (struct sim_client *c = sim->clients; c; c = c->next) {
@@ -497,6 +511,15 @@ int ayla_sim_expire_tokens(struct ayla_sim *sim)
 	return cmd ? post(sim, cmd) : -1;
 }
 
+int ayla_sim_behave(struct ayla_sim *sim, unsigned n)
+{
+	struct sim_cmd *cmd = cmd_new(CMD_BEHAVE, NULL, 0);
+	if (!cmd)
+		return -1;
+	cmd->n = n;
+	return post(sim, cmd);
+}
+
 int ayla_sim_flood(struct ayla_sim *sim, uint64_t n)
 {
 	struct sim_cmd *cmd = cmd_new(CMD_FLOOD, NULL, 0);
@@ -648,7 +671,8 @@ struct ayla_sim *ayla_sim_start(const struct ayla_sim_config *cfg, char *err, si
 	}
 	struct sim_cloud_config cc = {.fleet_file = sim->cfg.fleet,
 				      .token_lifetime = cfg->token_lifetime,
-				      .ack_delay = cfg->ack_delay};
+				      .ack_delay = cfg->ack_delay,
+				      .seed = cfg->seed};
 	struct sim_cloud_hooks hooks;
 	sim_rest_hooks(sim, &hooks);
 	sim->cloud = sim_cloud_new(&cc, &hooks, err, errlen);
@@ -687,6 +711,9 @@ struct ayla_sim *ayla_sim_start(const struct ayla_sim_config *cfg, char *err, si
 		return NULL;
 	}
 	sim->port = lws_get_vhost_listen_port(lws_get_vhost_by_name(ctx, "default"));
+	if (sim->cfg.behaviour_interval > 0) /* safe: the thread has not started */
+		lws_sul_schedule(ctx, 0, &sim->sul_behave, behave_tick,
+				 (lws_usec_t)(sim->cfg.behaviour_interval * LWS_USEC_PER_SEC));
 	int rc = ayla_iothread_start(&sim->io, ctx);
 	if (rc) {
 		snprintf(err, errlen, "cannot start the sim thread: %s", strerror(rc));

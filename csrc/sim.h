@@ -31,6 +31,8 @@ struct ayla_sim_config {
 	const char *fleet;     /* JSON fleet file; NULL: the built-in demo fleet */
 	double token_lifetime; /* seconds an access token lives; default 86400 */
 	double ack_delay;      /* seconds before an ack-enabled device acks; default 0.2 */
+	double behaviour_interval; /* seconds between scripted device events; 0: none */
+	unsigned long seed;    /* of the scripted behaviour: same seed, same story */
 };
 
 enum ayla_sim_fault {
@@ -74,6 +76,8 @@ int ayla_sim_flood(struct ayla_sim *sim, uint64_t n);
 int ayla_sim_rest_fault(struct ayla_sim *sim, const char *kind, unsigned count, double arg);
 /* Every access token expires now (as if their lifetime had passed). */
 int ayla_sim_expire_tokens(struct ayla_sim *sim);
+/* Runs n steps of scripted device behaviour now (see sim_cloud_behave). */
+int ayla_sim_behave(struct ayla_sim *sim, unsigned n);
 
 void ayla_sim_stats(struct ayla_sim *sim, struct ayla_sim_stats *out);
 /* Stops serving and frees everything. */

@@ -47,6 +47,7 @@ struct sim_cloud {
 	struct datapoint dps[MAX_DATAPOINTS];
 	unsigned next_dp;
 	uint64_t rng;
+	uint64_t behave_rng; /* seeded: the same seed gives the same story */
 	unsigned fault_count[SIM_FAULT_COUNT];
 	double fault_arg[SIM_FAULT_COUNT];
 	double pending_delay;
@@ -759,6 +760,118 @@ void sim_cloud_handle(struct sim_cloud *c, const char *method, const char *path,
 	json_decref(req);
 }
 
+/* ---- scripted device behaviour ---- */
+
+static size_t pick(struct sim_cloud *c, size_t n)
+{
+	size_t k = (size_t)(ayla_random(&c->behave_rng) * (double)n);
+	return k < n ? k : n - 1;
+}
+
+/* A device's output property changes: drift for numbers, a press for buttons. */
+static const char *device_reports(struct sim_cloud *c, json_t *dev)
+{
+	json_t *props = json_object_get(dev, "properties"), *cands[64];
+	size_t n = 0, k;
+	json_t *p;
+	json_array_foreach(props, k, p) {
+		const char *bt = json_string_value(json_object_get(p, "base_type"));
+		if (n < 64 && !strcmp(json_string_value(json_object_get(p, "direction")), "output") &&
+		    !json_is_true(json_object_get(p, "read_only")) &&
+		    (!strcmp(bt, "decimal") || !strcmp(bt, "integer") || !strcmp(bt, "boolean")))
+			cands[n++] = p;
+	}
+	if (!n)
+		return NULL;
+	p = cands[pick(c, n)];
+	const char *bt = json_string_value(json_object_get(p, "base_type"));
+	double v = json_number_value(json_object_get(p, "value"));
+	double step = (ayla_random(&c->behave_rng) - 0.5) * 2; /* -1 .. 1 */
+	json_t *nv;
+	if (!strcmp(bt, "boolean"))
+		nv = json_integer(v == 0);
+	else if (!strcmp(bt, "integer"))
+		nv = json_integer((json_int_t)v + (step < 0 ? -1 : 1));
+	else
+		nv = json_real(round((v + step * 0.5) * 100) / 100);
+	char now[32], id[37];
+	iso_now(now);
+	uuid(c, id);
+	json_object_set_new(p, "value", nv);
+	json_object_set_new(p, "data_updated_at", json_string(now));
+	publish(c, json_pack("{s:o, s:{s:s, s:n, s:s, s:s, s:s, s:b, s:b, s:O, s:{}}}", "metadata",
+			     event_metadata(c, dev, p, "datapoint"), "datapoint", "id", id,
+			     "created_at_from_device", "updated_at", now, "created_at", now,
+			     "user_uuid", "00000000-0000-0000-0000-000000000000", "echo", 0,
+			     "closed", 0, "value", nv, "metadata"));
+	return !strcmp(bt, "boolean") ? "button" : "drift";
+}
+
+static const char *connectivity_churn(struct sim_cloud *c, json_t *dev)
+{
+	const char *now_status = json_string_value(json_object_get(dev, "connection_status"));
+	const char *next = strcmp(now_status, "Online") ? "Online" : "Offline";
+	char now[32];
+	iso_now(now);
+	json_object_set_new(dev, "connection_status", json_string(next));
+	publish(c, json_pack("{s:o, s:{s:s, s:s, s:s}}", "metadata",
+			     event_metadata(c, dev, NULL, "connectivity"), "connection",
+			     "event_time", now, "user_uuid", "00000000-0000-0000-0000-000000000000",
+			     "status", next));
+	return "churn";
+}
+
+static const char *location_update(struct sim_cloud *c, json_t *dev)
+{
+	char now[32], lat[24], lng[24];
+	iso_now(now);
+	/* Strings, the latitude with the leading space the seed shows. */
+	snprintf(lat, sizeof lat, " %.6f", 44.0 + ayla_random(&c->behave_rng));
+	snprintf(lng, sizeof lng, "%.6f", -69.0 - ayla_random(&c->behave_rng));
+	publish(c, json_pack("{s:o, s:{s:O, s:s, s:s, s:s, s:s, s:s, s:s}}", "metadata",
+			     event_metadata(c, dev, NULL, "location"), "location_event", "dsn",
+			     json_object_get(dev, "dsn"), "ip", "192.0.2.10", "lat", lat, "long", lng,
+			     "provider", "ip-based", "user_uuid",
+			     "00000000-0000-0000-0000-000000000000", "created_at", now));
+	return "location";
+}
+
+static const char *registration_change(struct sim_cloud *c, json_t *dev)
+{
+	int registered = !json_is_false(json_object_get(dev, "registered"));
+	char now[32];
+	iso_now(now);
+	json_object_set_new(dev, "registered", json_boolean(!registered));
+	json_t *body = json_pack("{s:O, s:n, s:b, s:s}", "dsn", json_object_get(dev, "dsn"),
+				 "user_uuid", "registered", !registered, "registration_type",
+				 "AP-Mode");
+	json_object_set_new(body, registered ? "unregistered_at" : "registered_at", json_string(now));
+	publish(c, json_pack("{s:o, s:o}", "metadata",
+			     event_metadata(c, dev, NULL, "registration"), "registration_event", body));
+	return registered ? "unregistration" : "registration";
+}
+
+const char *sim_cloud_behave(struct sim_cloud *c)
+{
+	json_t *devices = json_object_get(c->fleet, "devices");
+	size_t n = json_array_size(devices);
+	if (!n)
+		return NULL;
+	json_t *dev = json_array_get(devices, pick(c, n));
+	double roll = ayla_random(&c->behave_rng);
+	int online = !strcmp(json_string_value(json_object_get(dev, "connection_status")), "Online");
+	if (roll < 0.70 && online) { /* offline devices report nothing */
+		const char *did = device_reports(c, dev);
+		if (did)
+			return did;
+	}
+	if (roll < 0.85)
+		return connectivity_churn(c, dev);
+	if (roll < 0.95)
+		return location_update(c, dev);
+	return registration_change(c, dev);
+}
+
 /* ---- subscriptions as seen by the streams ---- */
 
 static struct subscription *by_key(struct sim_cloud *c, const char *key)
@@ -840,6 +953,7 @@ struct sim_cloud *sim_cloud_new(const struct sim_cloud_config *cfg,
 	}
 	c->hooks = *hooks;
 	c->rng = ayla_random_seed();
+	c->behave_rng = cfg->seed ? cfg->seed : 1;
 	c->cfg.token_lifetime = cfg->token_lifetime > 0 ? cfg->token_lifetime : 86400;
 	c->cfg.ack_delay = cfg->ack_delay > 0 ? cfg->ack_delay : 0.2;
 	c->cfg.email = dup(cfg->email, SIM_DEMO_EMAIL);

@@ -30,6 +30,7 @@ struct sim_cloud_config {
 	const char *email, *password, *app_id, *app_secret; /* NULL: the demo user */
 	double token_lifetime;   /* seconds; default 86400 */
 	double ack_delay;        /* a device's ack delay in seconds; default 0.2 */
+	unsigned long seed;      /* scripted behaviour's random sequence; 0: 1 */
 };
 
 /* The demo credentials, printed by ayla-sim so that nothing is secret. */
@@ -66,6 +67,12 @@ void sim_cloud_fault(struct sim_cloud *c, enum sim_rest_fault fault, unsigned co
 double sim_cloud_take_delay(struct sim_cloud *c);
 /* Every access token expires now (refresh tokens stay valid). */
 void sim_cloud_expire_tokens(struct sim_cloud *c);
+
+/* One step of scripted device behaviour, drawn from the seeded sequence:
+ * sensor drift or a button press on an output property (datapoint), a
+ * device going offline or online (connectivity), a location update, or an
+ * unregistration followed later by a registration. Returns what it did. */
+const char *sim_cloud_behave(struct sim_cloud *c);
 
 /* 1 if key is a live subscription's stream key. */
 int sim_cloud_key_valid(struct sim_cloud *c, const char *key);

@@ -73,7 +73,7 @@ struct sim_client {
 	struct sim_rest_conn rest;
 };
 
-enum cmd_type { CMD_EMIT, CMD_RAW, CMD_FAULT, CMD_FLOOD, CMD_REST_FAULT, CMD_EXPIRE };
+enum cmd_type { CMD_EMIT, CMD_RAW, CMD_FAULT, CMD_FLOOD, CMD_REST_FAULT, CMD_EXPIRE, CMD_BEHAVE };
 
 struct sim_cmd {
 	struct sim_cmd *next;
@@ -111,7 +111,7 @@ struct ayla_sim {
 	struct sim_timer *timers;
 	unsigned fragment_next;
 	double stall_until, withhold_until; /* monotonic */
-	lws_sorted_usec_list_t sul_resume, sul_scenario;
+	lws_sorted_usec_list_t sul_resume, sul_scenario, sul_behave;
 	char **lines; /* the scenario */
 	size_t nlines, line_at;
 	int scenario_started;

@@ -43,6 +43,8 @@ static int sim_new(lua_State *L)
 	cfg.fleet = ayla_opt_string(L, 1, "fleet", NULL);
 	cfg.token_lifetime = ayla_opt_number(L, 1, "token_lifetime", 86400);
 	cfg.ack_delay = ayla_opt_number(L, 1, "ack_delay", 0.2);
+	cfg.behaviour_interval = ayla_opt_number(L, 1, "behaviour_interval", 0);
+	cfg.seed = (unsigned long)ayla_opt_integer(L, 1, "seed", 1);
 	if (cfg.port < 0 || cfg.port > 65535)
 		return luaL_error(L, "option 'port' must be 0..65535");
 	if (!cfg.cert_file != !cfg.key_file)
@@ -157,6 +159,15 @@ static int sim_expire_tokens(lua_State *L)
 	return done(L, ayla_sim_expire_tokens(check_sim(L)), "out of memory");
 }
 
+/* sim:behave(n): n steps of scripted device behaviour, now */
+static int sim_behave(lua_State *L)
+{
+	struct ayla_sim *sim = check_sim(L);
+	lua_Integer n = luaL_optinteger(L, 2, 1);
+	luaL_argcheck(L, n > 0, 2, "expected a positive count");
+	return done(L, ayla_sim_behave(sim, (unsigned)n), "out of memory");
+}
+
 /* sim:credentials() -> the demo user's sign-in (nothing secret: a local sim) */
 static int sim_credentials(lua_State *L)
 {
@@ -218,7 +229,7 @@ int ayla_open_sim(lua_State *L)
 		{"emit", sim_emit},   {"send_raw", sim_send_raw}, {"garble", sim_garble},
 		{"fault", sim_fault}, {"flood", sim_flood},     {"stats", sim_stats},
 		{"rest_fault", sim_rest_fault}, {"expire_tokens", sim_expire_tokens},
-		{"credentials", sim_credentials},
+		{"credentials", sim_credentials}, {"behave", sim_behave},
 		{"stop", sim_stop},   {NULL, NULL},
 	};
 	static const luaL_Reg meta[] = {

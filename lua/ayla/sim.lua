@@ -10,7 +10,7 @@ Sim.__index = Sim
 M.Sim = Sim
 
 for _, name in ipairs { "port", "key", "tls", "send_raw", "garble", "fault", "flood", "stats",
-                        "rest_fault", "expire_tokens", "credentials" } do
+                        "rest_fault", "expire_tokens", "credentials", "behave" } do
   Sim[name] = function(self, ...) return self._core[name](self._core, ...) end
 end
 
@@ -22,6 +22,7 @@ local OPTIONS = {
   heartbeat_misses = "number", cert_file = "string", key_file = "string",
   scenario = "string", event_interval = "number", loop = "boolean", history = "number",
   fleet = "string", token_lifetime = "number", ack_delay = "number",
+  behaviour_interval = "number", seed = "number",
 }
 
 function M.new(opts)
