@@ -60,6 +60,7 @@ struct ayla_stream {
 static const char *const state_names[] = {
 	[AYLA_CONNECTING] = "connecting", [AYLA_OPEN] = "open", [AYLA_BACKOFF] = "backoff",
 	[AYLA_REFUSED] = "refused",       [AYLA_CLOSED] = "closed",
+	[AYLA_ENDED] = "ended",
 };
 
 static const char *const type_names[AYLA_EV_COUNT] = {
@@ -128,6 +129,7 @@ static enum ayla_event_type classify(const char *json, size_t len)
 /* ---- reconnect scheduling (I/O thread) ---- */
 
 static void connect_now(lws_sorted_usec_list_t *sul);
+static void connection_lost(struct ayla_stream *s);
 
 static void schedule_connect(struct ayla_stream *s)
 {
@@ -219,7 +221,7 @@ static void connect_now(lws_sorted_usec_list_t *sul)
 		set_error(s, "cannot connect to %s:%d (host name lookup failed?)", s->cfg.host,
 			  s->cfg.port);
 		pthread_mutex_unlock(&s->mu);
-		schedule_connect(s);
+		connection_lost(s);
 	}
 }
 
@@ -429,8 +431,12 @@ static void connection_lost(struct ayla_stream *s)
 	int refused;
 	pthread_mutex_lock(&s->mu);
 	refused = s->state == AYLA_REFUSED;
+	if (!refused && !s->cfg.reconnect) { /* the owner renews the stream itself */
+		set_state(s, AYLA_ENDED);
+		wake_fd(s);
+	}
 	pthread_mutex_unlock(&s->mu);
-	if (!refused)
+	if (!refused && s->cfg.reconnect)
 		schedule_connect(s);
 }
 
@@ -495,8 +501,8 @@ int ayla_stream_callback(struct lws *wsi, enum lws_callback_reasons reason, void
 		pthread_mutex_lock(&s->mu);
 		s->st.disconnects++;
 		if (!s->destroying && !s->idle_killed)
-			set_error(s, "connection to %s:%d lost; reconnecting", s->cfg.host,
-				  s->cfg.port);
+			set_error(s, "connection to %s:%d lost%s", s->cfg.host, s->cfg.port,
+				  s->cfg.reconnect ? "; reconnecting" : "");
 		pthread_mutex_unlock(&s->mu);
 		connection_lost(s);
 		break;
@@ -603,7 +609,8 @@ struct ayla_stream *ayla_stream_open(struct ayla_io *io, const struct ayla_strea
 /* With mu held: the eventfd stops being readable once nothing is pending. */
 static void clear_readable(struct ayla_stream *s)
 {
-	if (!s->batch && !s->queue.head && s->efd_set && s->state != AYLA_REFUSED) {
+	if (!s->batch && !s->queue.head && s->efd_set && s->state != AYLA_REFUSED &&
+	    s->state != AYLA_ENDED) {
 		uint64_t v;
 		if (read(s->efd, &v, sizeof v) == (ssize_t)sizeof v || errno == EAGAIN)
 			s->efd_set = 0;
@@ -650,7 +657,8 @@ int ayla_stream_wait(struct ayla_stream *s, double seconds)
 	if (s->batch)
 		return 1;
 	pthread_mutex_lock(&s->mu);
-	while (!s->queue.head && s->state != AYLA_REFUSED && s->state != AYLA_CLOSED)
+	while (!s->queue.head && s->state != AYLA_REFUSED && s->state != AYLA_CLOSED &&
+	       s->state != AYLA_ENDED)
 		if (pthread_cond_timedwait(&s->cv, &s->mu, &until) == ETIMEDOUT)
 			break;
 	int ready = s->queue.head != NULL;

@@ -316,6 +316,43 @@ describe("ayla.cloud", function()
       assert.equal(0, o:stats().events)
     end)
 
+    it("gives a mobile stream a fresh subscription on every reconnect", function()
+      local sub = assert(cloud:subscribe { oem_model = "ledevb", dsn = LED, client_type = "mobile",
+                                           subscription_type = "datapoint" })
+      local s <close> = assert(sub:stream())
+      assert(H.wait_until(function() return s:status() == "open" end))
+      assert(cloud:set(LED, "input", 1))
+      assert.equal(1, assert(s:next(5)).value)
+      sim:fault("drop")
+      -- next() notices the end and renews: a new subscription, the old one deleted
+      assert(H.wait_until(function()
+        s:next(0)
+        return s:stats().renewals == 1 and s:status() == "open"
+      end))
+      local subs = assert(cloud:subscriptions())
+      assert.equal(1, #subs)
+      assert.are_not.equal(sub.id, subs[1].id)
+      assert.equal("mobile", subs[1].client_type)
+      assert(cloud:set(LED, "input", 2))
+      local ev = assert(s:next(5))
+      assert.equal(2, ev.value)
+      assert.equal(1, ev.seq) -- the new subscription numbers its own stream
+      local st = s:stats()
+      assert.equal(2, st.connects) -- counters carry across renewals
+      assert.equal(2, st.events)
+    end)
+
+    it("ends a stream with reconnect = false when the connection is lost", function()
+      local s <close> = assert(sim:stream { reconnect = false })
+      assert(H.wait_until(function() return s:status() == "open" end))
+      sim:fault("drop")
+      local ev, err = s:next(5)
+      assert.is_nil(ev)
+      assert.matches("^ended: connection to 127.0.0.1:%d+ lost", err)
+      core.sleep(0.2)
+      assert.equal(1, sim:stats().connections)
+    end)
+
     it("refuses a deleted subscription's key", function()
       local sub = assert(cloud:subscribe { oem_model = "plug", dsn = "*", subscription_type = "datapoint" })
       local s <close> = assert(sub:stream { backoff = { min = 0.05, max = 0.1 } })

@@ -47,6 +47,7 @@ static int stream_new(lua_State *L)
 	cfg.backoff_min = ayla_opt_number(L, 1, "backoff_min", 1);
 	cfg.backoff_max = ayla_opt_number(L, 1, "backoff_max", 60);
 	cfg.resume = ayla_opt_boolean(L, 1, "resume", 1);
+	cfg.reconnect = ayla_opt_boolean(L, 1, "reconnect", 1);
 	cfg.seq_start = (uint64_t)ayla_opt_integer(L, 1, "seq_start", 0);
 	cfg.queue_max = opt_size(L, 1, "queue_max", 100000);
 	cfg.queue_max_bytes = opt_size(L, 1, "queue_max_bytes", 64 << 20);

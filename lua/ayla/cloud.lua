@@ -469,6 +469,21 @@ function Subscription:stream(opts)
   if url then url = url:gsub("^http", "ws"):gsub("^(wss?://[^/]+)/?$", "%1/stream") end
   o.url = o.url or url
   o.key = self.stream_key
+  if self.client_type == "mobile" and cloud and o.renew == nil then
+    -- Mobile keys are single-use: every reconnect gets a fresh subscription
+    -- with the same filters, and the spent one is deleted.
+    local fields = { oem_model = self.oem_model, dsn = self.dsn, name = self.name,
+                     property_name = self.property_name, client_type = "mobile",
+                     subscription_type = self.subscription_type }
+    local current = self
+    o.renew = function()
+      local fresh, err = cloud:subscribe(fields)
+      if not fresh then return nil, err end
+      cloud:unsubscribe(current.id) -- best effort: it is used up either way
+      current = fresh
+      return fresh.stream_key
+    end
+  end
   if cloud and o.verify == nil then o.verify = cloud._verify end
   if cloud and o.ca_file == nil then o.ca_file = cloud._ca_file end
   return require("ayla.stream").new(o)

@@ -56,7 +56,7 @@ local OPTIONS = {
   seq_start = "number", verify = "boolean", ca_file = "string",
   idle_timeout = "number", backoff = "table", resume = "boolean",
   queue_max = "number", queue_max_bytes = "number", drop_policy = "string",
-  max_message = "number",
+  max_message = "number", reconnect = "boolean", renew = "function",
 }
 
 -- ayla.stream{ url = URL | region = R, deployment = D, key = KEY, ... }
@@ -104,19 +104,65 @@ function M.new(opts)
       :format(parts.host))
   end
 
-  local c, err = core.stream {
+  local core_opts = {
     host = parts.host, port = parts.port, path = parts.path, tls = parts.tls, key = key,
     heartbeat_reply = opts.heartbeat_reply, verify = verify, ca_file = opts.ca_file,
     idle_timeout = opts.idle_timeout, backoff_min = backoff.min, backoff_max = backoff.max,
     resume = opts.resume, seq_start = opts.seq_start and math.tointeger(opts.seq_start),
     queue_max = opts.queue_max, queue_max_bytes = opts.queue_max_bytes,
     drop_policy = opts.drop_policy, max_message = opts.max_message,
+    -- With renew, a lost connection ends this key; next() asks for a new one.
+    reconnect = opts.reconnect ~= false and not opts.renew,
   }
+  local c, err = core.stream(core_opts)
   if not c then return nil, err end
   local shown = ("%s://%s:%d%s"):format(parts.tls and "wss" or "ws", parts.host, parts.port,
     parts.path)
   return setmetatable({ _core = c, url = shown, _key = redact(key), _bad_json = 0,
-                        _closed = false }, Stream)
+                        _closed = false, _renew = opts.renew, _core_opts = core_opts,
+                        _renewals = 0, _renew_at = 0, _renew_failures = 0, _carry = nil },
+                      Stream)
+end
+
+-- Counters that add up across the connections of a renewed stream.
+local CARRIED = { "messages", "bytes", "events", "heartbeats", "heartbeats_answered",
+                  "keepalives", "len_mismatch", "connects", "disconnects", "connect_failures",
+                  "idle_timeouts", "seq_gaps", "seq_missing", "seq_repeats", "duplicates",
+                  "dropped" }
+
+local function add_counts(into, from)
+  for _, k in ipairs(CARRIED) do into[k] = (into[k] or 0) + (from[k] or 0) end
+  for _, group in ipairs { "events_by_type", "malformed" } do
+    into[group] = into[group] or {}
+    for k, v in pairs(from[group] or {}) do
+      if type(v) == "number" then into[group][k] = (into[group][k] or 0) + v end
+    end
+  end
+end
+
+-- The connection of a stream with `renew` ended or its key was refused:
+-- get a fresh key and connect again (Ayla's mobile streams are single-use).
+-- Returns true, or nil and why (then it tries again after a backoff).
+function Stream:_renew_now()
+  if core.monotime() < self._renew_at then return nil, self._renew_error end
+  local key, err = self._renew()
+  if type(key) ~= "string" or key == "" then
+    self._renew_failures = self._renew_failures + 1
+    self._renew_at = core.monotime() + math.min(60, 2 ^ self._renew_failures)
+    self._renew_error = "renewing the stream failed: " .. tostring(err or "no key")
+    return nil, self._renew_error
+  end
+  local o = {}
+  for k, v in pairs(self._core_opts) do o[k] = v end
+  o.key, o.seq_start = key, nil -- a new subscription numbers from its own start
+  local c, cerr = core.stream(o)
+  if not c then return nil, cerr end
+  self._carry = self._carry or {}
+  add_counts(self._carry, self._core:stats())
+  self._core:close()
+  self._core, self._key = c, redact(key)
+  self._renewals, self._renew_failures = self._renewals + 1, 0
+  return true
 end
 
 local function check_self(self)
@@ -140,15 +186,27 @@ function Stream:next(timeout)
       self._last_bad = err
     else
       local state, err = c:state()
-      if state == "refused" then return nil, err end
-      if state == "closed" then return nil, "closed" end
+      if self._renew and (state == "ended" or state == "refused") then
+        local ok, rerr = self:_renew_now()
+        if ok then c = self._core else state, err = "backoff", rerr end
+      elseif state == "refused" then
+        return nil, err
+      elseif state == "closed" then
+        return nil, "closed"
+      elseif state == "ended" then
+        return nil, "ended: " .. tostring(err)
+      end
       local left = deadline and deadline - core.monotime()
       if left and left <= 0 then
         -- Silence while connected is just silence; otherwise say why.
         if state ~= "open" and err then return nil, "timeout", "not connected: " .. err end
         return nil, "timeout"
       end
-      c:wait(left and math.min(left, WAIT_SLICE) or WAIT_SLICE)
+      if state == "backoff" and self._renew then -- waiting to renew: nothing to wait on
+        core.sleep(math.min(left or WAIT_SLICE, WAIT_SLICE))
+      else
+        c:wait(left and math.min(left, WAIT_SLICE) or WAIT_SLICE)
+      end
     end
   end
 end
@@ -166,6 +224,8 @@ end
 function Stream:stats()
   check_self(self)
   local st = self._core:stats()
+  if self._carry then add_counts(st, self._carry) end
+  st.renewals = self._renewals
   st.malformed.bad_json = self._bad_json
   if self._last_bad and not st.last_error then st.last_error = self._last_bad end
   return st
