@@ -66,6 +66,26 @@ describe("ayla-sim as a cloud", function()
     assert.are_not.equal(t.access_token, cjson.decode(again).access_token)
   end)
 
+  it("serves one subscription by id, and the flat create body wrapped in the answer", function()
+    local sim <close> = assert(ayla.sim())
+    local _, text = raw(sim, "POST", "/users/sign_in.json", sign_in_body(sim))
+    local token = cjson.decode(text).access_token
+    local status, created = raw(sim, "POST", "/api/v1/subscriptions.json",
+      cjson.encode { oem_model = "plug", dsn = "*", subscription_type = "connectivity" }, token)
+    assert.equal(201, status)
+    local sub = cjson.decode(created).subscription
+    assert.equal("plug", sub.oem_model)
+    local got_status, got = raw(sim, "GET", ("/api/v1/subscriptions/%d.json"):format(sub.id), nil, token)
+    assert.equal(200, got_status)
+    assert.equal(sub.stream_key, cjson.decode(got).subscription.stream_key)
+    assert.equal(204, (raw(sim, "DELETE", ("/api/v1/subscriptions/%d.json"):format(sub.id), nil, token)))
+    assert.equal(404, (raw(sim, "GET", ("/api/v1/subscriptions/%d.json"):format(sub.id), nil, token)))
+    local bad_status, bad = raw(sim, "POST", "/api/v1/subscriptions.json",
+      cjson.encode { oem_model = "*", subscription_type = "datapoint" }, token)
+    assert.equal(422, bad_status)
+    assert.matches("dsn is required", cjson.decode(bad).errors)
+  end)
+
   it("answers malformed bodies and unknown paths like a service", function()
     local sim <close> = assert(ayla.sim())
     assert.equal(400, (raw(sim, "POST", "/users/sign_in.json", "{not json")))
