@@ -2,13 +2,17 @@
 #include "iothread.h"
 
 #include <signal.h>
+#include <time.h>
 
 static void *service_loop(void *arg)
 {
 	struct ayla_iothread *io = arg;
+	/* Never leave early: callers wait on this thread (ayla_io_call). */
 	while (!atomic_load(&io->stop))
-		if (lws_service(io->ctx, 0) < 0)
-			break;
+		if (lws_service(io->ctx, 0) < 0) {
+			struct timespec pause = {0, 1000000};
+			nanosleep(&pause, NULL);
+		}
 	return NULL;
 }
 

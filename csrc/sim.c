@@ -590,15 +590,14 @@ static int load_scenario(struct ayla_sim *sim, char *err, size_t errlen)
 			break;
 		}
 		char **grown = realloc(sim->lines, (sim->nlines + 1) * sizeof *grown);
-		char *copy = strdup(line + k);
-		if (!grown || !copy) {
-			free(grown == sim->lines ? NULL : grown);
-			free(copy);
+		if (grown)
+			sim->lines = grown; /* the old block is gone either way */
+		char *copy = grown ? strdup(line + k) : NULL;
+		if (!copy) {
 			snprintf(err, errlen, "out of memory reading %s", sim->cfg.scenario);
 			rc = -1;
 			break;
 		}
-		sim->lines = grown;
 		sim->lines[sim->nlines++] = copy;
 	}
 	free(line);

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #define HB_RING 16 /* heartbeats awaiting a reply whose arrival time we keep */
+#define SEEN_RING 4096 /* hashes of recently delivered events, to tell replays */
 
 struct ayla_stream {
 	struct ayla_io_conn conn; /* first: the hub writes TLS refusals here */
@@ -40,7 +41,10 @@ struct ayla_stream {
 
 	/* I/O thread only. */
 	struct lws *wsi;
-	lws_sorted_usec_list_t sul_connect, sul_watchdog;
+	lws_sorted_usec_list_t sul_connect, sul_watchdog, sul_handshake;
+	int attempt_over; /* connection_lost ran for the current attempt */
+	uint64_t seen[SEEN_RING];
+	unsigned seen_next;
 	int destroying; /* set on the I/O thread by close: no more reconnects */
 	unsigned attempts;
 	int resumed;      /* this connection asked for seq_start */
@@ -130,6 +134,7 @@ static enum ayla_event_type classify(const char *json, size_t len)
 
 static void connect_now(lws_sorted_usec_list_t *sul);
 static void connection_lost(struct ayla_stream *s);
+static void handshake_timeout(lws_sorted_usec_list_t *sul);
 
 static void schedule_connect(struct ayla_stream *s)
 {
@@ -192,6 +197,7 @@ static void connect_now(lws_sorted_usec_list_t *sul)
 	s->resumed = seq_start != 0;
 	s->got_message = 0;
 	s->idle_killed = 0;
+	s->attempt_over = 0;
 	s->conn.tls_error[0] = '\0';
 
 	struct lws_client_connect_info i;
@@ -213,7 +219,15 @@ static void connect_now(lws_sorted_usec_list_t *sul)
 					    LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK |
 					    LCCSCF_ALLOW_EXPIRED | LCCSCF_ALLOW_INSECURE;
 	}
-	if (!lws_client_connect_via_info(&i)) {
+	/* lws 4.1 gives up on a server that accepts the socket but never answers
+	 * the upgrade without telling us: our own deadline covers it. */
+	if (s->cfg.connect_timeout > 0)
+		lws_sul_schedule(ayla_io_context(s->io), 0, &s->sul_handshake, handshake_timeout,
+				 (lws_usec_t)(s->cfg.connect_timeout * LWS_USEC_PER_SEC));
+	struct lws *started = lws_client_connect_via_info(&i);
+	memset(key, 0, sizeof key); /* the key does not linger on the stack */
+	memset(path, 0, sizeof path);
+	if (!started) {
 		/* lws gives no CONNECTION_ERROR in this case (DNS failure). */
 		s->wsi = NULL;
 		pthread_mutex_lock(&s->mu);
@@ -223,6 +237,21 @@ static void connect_now(lws_sorted_usec_list_t *sul)
 		pthread_mutex_unlock(&s->mu);
 		connection_lost(s);
 	}
+}
+
+static void handshake_timeout(lws_sorted_usec_list_t *sul)
+{
+	struct ayla_stream *s = lws_container_of(sul, struct ayla_stream, sul_handshake);
+	if (s->destroying || s->attempt_over)
+		return;
+	pthread_mutex_lock(&s->mu);
+	s->st.connect_failures++;
+	set_error(s, "no answer to the connection from %s:%d within %.1f s (connect_timeout)",
+		  s->cfg.host, s->cfg.port, s->cfg.connect_timeout);
+	pthread_mutex_unlock(&s->mu);
+	if (s->wsi) /* any close callbacks run now; the guard keeps it one attempt */
+		lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
+	connection_lost(s);
 }
 
 static void watchdog(lws_sorted_usec_list_t *sul)
@@ -253,7 +282,23 @@ struct parse_ctx {
 	double now;
 };
 
-static void track_seq(struct ayla_stream *s, uint64_t seq, int *drop)
+static uint64_t fnv1a(const char *p, size_t n)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+	for (size_t k = 0; k < n; k++)
+		h = (h ^ (unsigned char)p[k]) * 0x100000001b3ull;
+	return h;
+}
+
+static int seen_before(const struct ayla_stream *s, uint64_t h)
+{
+	for (unsigned k = 0; k < SEEN_RING; k++)
+		if (s->seen[k] == h)
+			return 1;
+	return 0;
+}
+
+static void track_seq(struct ayla_stream *s, uint64_t seq, uint64_t hash, int *drop)
 {
 	struct ayla_stream_stats *st = &s->st;
 	*drop = 0;
@@ -261,13 +306,18 @@ static void track_seq(struct ayla_stream *s, uint64_t seq, int *drop)
 		if (seq > st->last_seq + 1) {
 			st->seq_gaps++;
 			st->seq_missing += seq - st->last_seq - 1;
+		} else if (seq <= st->last_seq && s->resumed && seen_before(s, hash)) {
+			/* Asked to resume after last_seq and this very event was
+			 * delivered: a replay. */
+			st->duplicates++;
+			*drop = 1;
+			return;
+		} else if (seq <= st->last_seq && s->resumed) {
+			/* A new event numbered below what we have seen: the server
+			 * restarted its numbering. Follow it rather than drop it. */
+			st->seq_resets++;
+			st->last_seq = seq;
 		} else if (seq <= st->last_seq) {
-			if (s->resumed) {
-				/* Asked to resume after last_seq: this one was delivered. */
-				st->duplicates++;
-				*drop = 1;
-				return;
-			}
 			st->seq_repeats++;
 		}
 	}
@@ -298,12 +348,13 @@ static void on_record(const struct dss_record *rec, void *ud)
 		set_error(s, "malformed message (%s) skipped", dss_malformed_name(rec->reason));
 		break;
 	case DSS_EVENT: {
-		uint64_t seq;
+		uint64_t seq, hash = fnv1a(rec->json, rec->json_len);
 		int drop = 0;
 		if (dss_json_seq(rec->json, rec->json_len, &seq))
-			track_seq(s, seq, &drop);
+			track_seq(s, seq, hash, &drop);
 		if (drop)
 			break;
+		s->seen[s->seen_next++ % SEEN_RING] = hash;
 		if (rec->len_mismatch)
 			s->st.len_mismatch++;
 		s->st.events++;
@@ -426,6 +477,10 @@ static void connection_lost(struct ayla_stream *s)
 	s->wsi = NULL;
 	s->replies_due = 0;
 	lws_sul_cancel(&s->sul_watchdog);
+	lws_sul_cancel(&s->sul_handshake);
+	if (s->attempt_over)
+		return; /* already handled for this attempt */
+	s->attempt_over = 1;
 	if (s->destroying)
 		return;
 	int refused;
@@ -477,6 +532,7 @@ int ayla_stream_callback(struct lws *wsi, enum lws_callback_reasons reason, void
 		break;
 	}
 	case LWS_CALLBACK_CLIENT_ESTABLISHED:
+		lws_sul_cancel(&s->sul_handshake);
 		s->last_rx = ayla_monotime();
 		s->rx_len = 0;
 		pthread_mutex_lock(&s->mu);
@@ -553,6 +609,7 @@ static void stop_on_io(void *arg)
 	s->destroying = 1;
 	lws_sul_cancel(&s->sul_connect);
 	lws_sul_cancel(&s->sul_watchdog);
+	lws_sul_cancel(&s->sul_handshake);
 	if (s->wsi) /* runs CLIENT_CLOSED for s right here */
 		lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
 	s->wsi = NULL;
@@ -645,6 +702,10 @@ struct ayla_msg *ayla_stream_pop(struct ayla_stream *s)
 
 int ayla_stream_wait(struct ayla_stream *s, double seconds)
 {
+	if (!(seconds > 0)) /* negative or NaN: do not wait */
+		seconds = 0;
+	if (seconds > 1e6)
+		seconds = 1e6;
 	struct timespec until;
 	clock_gettime(CLOCK_MONOTONIC, &until);
 	double whole = floor(seconds > 0 ? seconds : 0);
@@ -659,7 +720,7 @@ int ayla_stream_wait(struct ayla_stream *s, double seconds)
 	pthread_mutex_lock(&s->mu);
 	while (!s->queue.head && s->state != AYLA_REFUSED && s->state != AYLA_CLOSED &&
 	       s->state != AYLA_ENDED)
-		if (pthread_cond_timedwait(&s->cv, &s->mu, &until) == ETIMEDOUT)
+		if (pthread_cond_timedwait(&s->cv, &s->mu, &until) != 0)
 			break;
 	int ready = s->queue.head != NULL;
 	pthread_mutex_unlock(&s->mu);

@@ -25,6 +25,7 @@ struct ayla_stream_config {
 	int verify;                  /* verify certificate and host name */
 	const char *ca_file;         /* NULL: the system's CA store */
 	double idle_timeout;         /* seconds without any message: dead; 0 = off */
+	double connect_timeout;      /* seconds for TCP, TLS and the upgrade to finish */
 	double backoff_min, backoff_max;
 	int resume;            /* reconnect with seq_start = last seq + 1 */
 	int reconnect;         /* 0: a lost connection ends the stream (AYLA_ENDED) */
@@ -61,7 +62,7 @@ struct ayla_stream_stats {
 	uint64_t malformed[DSS_BAD_COUNT]; /* by frame.h reason */
 	uint64_t oversize, binary, len_mismatch;
 	uint64_t connects, disconnects, connect_failures, idle_timeouts;
-	uint64_t seq_gaps, seq_missing, seq_repeats, duplicates;
+	uint64_t seq_gaps, seq_missing, seq_repeats, duplicates, seq_resets;
 	uint64_t last_seq;
 	int have_seq;
 	/* queue */

@@ -13,7 +13,10 @@
 
 static int opt_field(lua_State *L, int t, const char *name, int type, const char *tname)
 {
-	int got = lua_getfield(L, t, name);
+	/* rawget: a value from an __index metamethod would be owned by nobody,
+	 * and the C strings read here must live as long as the table does. */
+	lua_pushstring(L, name);
+	int got = lua_rawget(L, t);
 	if (got == LUA_TNIL) {
 		lua_pop(L, 1);
 		return 0;

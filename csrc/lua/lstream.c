@@ -44,6 +44,7 @@ static int stream_new(lua_State *L)
 	cfg.verify = ayla_opt_boolean(L, 1, "verify", 1);
 	cfg.ca_file = ayla_opt_string(L, 1, "ca_file", NULL);
 	cfg.idle_timeout = ayla_opt_number(L, 1, "idle_timeout", 90);
+	cfg.connect_timeout = ayla_opt_number(L, 1, "connect_timeout", 30);
 	cfg.backoff_min = ayla_opt_number(L, 1, "backoff_min", 1);
 	cfg.backoff_max = ayla_opt_number(L, 1, "backoff_max", 60);
 	cfg.resume = ayla_opt_boolean(L, 1, "resume", 1);
@@ -182,6 +183,7 @@ static int stream_stats(lua_State *L)
 	ayla_set_integer(L, "seq_missing", (lua_Integer)st.seq_missing);
 	ayla_set_integer(L, "seq_repeats", (lua_Integer)st.seq_repeats);
 	ayla_set_integer(L, "duplicates", (lua_Integer)st.duplicates);
+	ayla_set_integer(L, "seq_resets", (lua_Integer)st.seq_resets);
 	ayla_set_integer(L, "dropped", (lua_Integer)st.dropped);
 	ayla_set_integer(L, "queued", (lua_Integer)st.queued);
 	ayla_set_integer(L, "queued_bytes", (lua_Integer)st.queued_bytes);

@@ -36,7 +36,9 @@ local function parse_url(url)
   path, query = path:match("^([^?#]*)%??([^#]*)")
   local key
   for k, v in (query or ""):gmatch("([^&=]+)=([^&]*)") do
-    if k == "stream_key" then key = v end
+    if k == "stream_key" then -- as it stands in a URL: decode it once
+      key = v:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)
+    end
   end
   port = tonumber(port) or (scheme == "wss" and 443 or 80)
   if port < 1 or port > 65535 then return nil, "url has a port outside 1..65535" end
@@ -54,7 +56,7 @@ local OPTIONS = {
   url = "string", key = "string", region = "string", deployment = "string",
   hosts = "table", client_type = "string", heartbeat_reply = "string",
   seq_start = "number", verify = "boolean", ca_file = "string",
-  idle_timeout = "number", backoff = "table", resume = "boolean",
+  idle_timeout = "number", connect_timeout = "number", backoff = "table", resume = "boolean",
   queue_max = "number", queue_max_bytes = "number", drop_policy = "string",
   max_message = "number", reconnect = "boolean", renew = "function",
 }
@@ -78,15 +80,21 @@ function M.new(opts)
   local key = opts.key or parts.key
   check(type(key) == "string" and key ~= "", 2,
     "a stream key is required: key = subscription.stream_key")
+  check(#key <= 256, 2, "a stream key has at most 256 characters")
+  for _, name in ipairs { "idle_timeout", "connect_timeout" } do
+    local v = opts[name]
+    check(v == nil or (v == v and v < math.huge), 2, "option '%s' must be a finite number", name)
+  end
   check(opts.heartbeat_reply == nil or opts.heartbeat_reply ~= "", 2,
     "heartbeat_reply must not be empty")
   check(opts.drop_policy == nil or opts.drop_policy == "oldest" or opts.drop_policy == "newest",
     2, "drop_policy must be \"oldest\" or \"newest\"")
   local backoff = opts.backoff or {}
-  check(backoff.min == nil or (type(backoff.min) == "number" and backoff.min > 0), 2,
-    "backoff.min must be a positive number of seconds")
-  check(backoff.max == nil or (type(backoff.max) == "number" and backoff.max > 0), 2,
-    "backoff.max must be a positive number of seconds")
+  for _, name in ipairs { "min", "max" } do
+    local v = backoff[name]
+    check(v == nil or (type(v) == "number" and v > 0 and v < math.huge), 2,
+      "backoff.%s must be a positive, finite number of seconds", name)
+  end
   for name, least in pairs { seq_start = 0, queue_max = 1, queue_max_bytes = 0,
                              max_message = 1024 } do
     local v = opts[name]
@@ -107,7 +115,8 @@ function M.new(opts)
   local core_opts = {
     host = parts.host, port = parts.port, path = parts.path, tls = parts.tls, key = key,
     heartbeat_reply = opts.heartbeat_reply, verify = verify, ca_file = opts.ca_file,
-    idle_timeout = opts.idle_timeout, backoff_min = backoff.min, backoff_max = backoff.max,
+    idle_timeout = opts.idle_timeout, connect_timeout = opts.connect_timeout,
+    backoff_min = backoff.min, backoff_max = backoff.max,
     resume = opts.resume, seq_start = opts.seq_start and math.tointeger(opts.seq_start),
     queue_max = opts.queue_max, queue_max_bytes = opts.queue_max_bytes,
     drop_policy = opts.drop_policy, max_message = opts.max_message,
@@ -128,7 +137,7 @@ end
 local CARRIED = { "messages", "bytes", "events", "heartbeats", "heartbeats_answered",
                   "keepalives", "len_mismatch", "connects", "disconnects", "connect_failures",
                   "idle_timeouts", "seq_gaps", "seq_missing", "seq_repeats", "duplicates",
-                  "dropped" }
+                  "seq_resets", "dropped" }
 
 local function add_counts(into, from)
   for _, k in ipairs(CARRIED) do into[k] = (into[k] or 0) + (from[k] or 0) end
