@@ -2,6 +2,7 @@
 #include "http.h"
 
 #include "io.h"
+#include "resolve.h"
 #include "util.h"
 
 #include <libwebsockets.h>
@@ -22,6 +23,8 @@ struct ayla_http {
 
 	/* I/O thread only */
 	struct lws *wsi;
+	struct lws_vhost *vh;
+	struct ayla_lookup *lookup; /* a host-name lookup under way */
 	lws_sorted_usec_list_t sul_timeout;
 
 	/* the outcome: written once on the I/O thread, under mu */
@@ -76,6 +79,8 @@ static void timed_out(lws_sorted_usec_list_t *sul)
 	char why[96];
 	snprintf(why, sizeof why, "no complete answer within %.1f s (timeout)", h->timeout);
 	finish(h, AYLA_HTTP_FAILED, why);
+	ayla_lookup_cancel(h->lookup);
+	h->lookup = NULL;
 	if (h->wsi)
 		lws_set_timeout(h->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
 }
@@ -180,25 +185,13 @@ int ayla_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
 	return 0;
 }
 
-struct start_call {
-	struct ayla_http *h;
-	char *err;
-	size_t errlen;
-	int ok;
-};
-
-static void start_on_io(void *arg)
+static void connect_to(struct ayla_http *h, const char *address)
 {
-	struct start_call *call = arg;
-	struct ayla_http *h = call->h;
-	struct lws_vhost *vh = ayla_io_vhost(h->io, h->ca_file, call->err, call->errlen);
-	if (!vh)
-		return;
 	struct lws_client_connect_info i;
 	memset(&i, 0, sizeof i);
 	i.context = ayla_io_context(h->io);
-	i.vhost = vh;
-	i.address = h->host;
+	i.vhost = h->vh;
+	i.address = address;
 	i.port = h->port;
 	i.path = h->path;
 	i.host = h->host;
@@ -217,23 +210,59 @@ static void start_on_io(void *arg)
 					    LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK |
 					    LCCSCF_ALLOW_EXPIRED | LCCSCF_ALLOW_INSECURE;
 	}
-	lws_sul_schedule(i.context, 0, &h->sul_timeout, timed_out,
-			 (lws_usec_t)(h->timeout * LWS_USEC_PER_SEC));
-	call->ok = 1;
 	if (!lws_client_connect_via_info(&i)) {
-		/* No CONNECTION_ERROR follows in this case (host name lookup). */
 		h->wsi = NULL;
-		char why[200];
-		snprintf(why, sizeof why, "cannot reach %s:%d (host name lookup failed?)", h->host,
-			 h->port);
+		char why[300];
+		snprintf(why, sizeof why, "cannot reach %s:%d", h->host, h->port);
 		finish(h, AYLA_HTTP_FAILED, why);
 	}
+}
+
+static void on_resolved(void *owner, const char *address, const char *error)
+{
+	struct ayla_http *h = owner;
+	h->lookup = NULL;
+	if (!address)
+		finish(h, AYLA_HTTP_FAILED, error);
+	else if (h->state == AYLA_HTTP_PENDING) /* not timed out meanwhile */
+		connect_to(h, address);
+}
+
+struct start_call {
+	struct ayla_http *h;
+	char *err;
+	size_t errlen;
+	int ok;
+};
+
+static void start_on_io(void *arg)
+{
+	struct start_call *call = arg;
+	struct ayla_http *h = call->h;
+	h->vh = ayla_io_vhost(h->io, h->ca_file, call->err, call->errlen);
+	if (!h->vh)
+		return;
+	call->ok = 1;
+	/* The timeout covers the name lookup too. */
+	lws_sul_schedule(ayla_io_context(h->io), 0, &h->sul_timeout, timed_out,
+			 (lws_usec_t)(h->timeout * LWS_USEC_PER_SEC));
+	char address[64];
+	struct ayla_resolver *r = ayla_io_resolver(h->io);
+	if (ayla_resolve_now(r, h->host, address, sizeof address)) {
+		connect_to(h, address);
+		return;
+	}
+	h->lookup = ayla_resolve(r, h->host, on_resolved, h); /* off this thread */
+	if (!h->lookup)
+		finish(h, AYLA_HTTP_FAILED, "out of memory");
 }
 
 static void cancel_on_io(void *arg)
 {
 	struct ayla_http *h = arg;
 	lws_sul_cancel(&h->sul_timeout);
+	ayla_lookup_cancel(h->lookup); /* its answer will not reach h */
+	h->lookup = NULL;
 	if (h->wsi) /* runs the connection's last callbacks right here */
 		lws_set_timeout(h->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
 	h->wsi = NULL;

@@ -2,8 +2,10 @@
 #include "io.h"
 
 #include "iothread.h"
+#include "resolve.h"
 #include "util.h"
 
+#include <errno.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -36,13 +38,32 @@ struct ayla_io {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	struct io_call *calls; /* order does not matter: each caller waits for its own */
+	struct io_call *posts, *posts_tail; /* in order; nobody waits for them */
+	struct ayla_resolver *resolver;
 	struct io_vhost *vhosts; /* I/O thread only (and the final teardown) */
 	unsigned long long notified; /* under mu: count of ayla_io_notify calls */
 	unsigned vhost_count;
 };
 
+static void post_to_io(void *ctx, void (*fn)(void *arg), void *arg) { ayla_io_post(ctx, fn, arg); }
+
+static void run_posts(struct ayla_io *io)
+{
+	pthread_mutex_lock(&io->mu);
+	struct io_call *p = io->posts;
+	io->posts = io->posts_tail = NULL;
+	pthread_mutex_unlock(&io->mu);
+	while (p) {
+		struct io_call *next = p->next;
+		p->fn(p->arg);
+		free(p);
+		p = next;
+	}
+}
+
 static void run_calls(struct ayla_io *io)
 {
+	run_posts(io);
 	pthread_mutex_lock(&io->mu);
 	struct io_call *c = io->calls;
 	io->calls = NULL;
@@ -196,10 +217,14 @@ struct ayla_io *ayla_io_new(char *err, size_t errlen)
 		free(io);
 		return NULL;
 	}
-	int rc = ayla_iothread_start(&io->thread, ctx);
+	io->resolver = ayla_resolver_new(post_to_io, io);
+	int rc = io->resolver ? ayla_iothread_start(&io->thread, ctx) : ENOMEM;
+	if (!io->resolver)
+		lws_context_destroy(ctx);
 	if (rc) {
 		snprintf(err, errlen, "cannot start the I/O thread: %s", strerror(rc));
 		io->thread.ctx = NULL; /* destroyed by the failed start */
+		ayla_resolver_free(io->resolver);
 		while (io->vhosts) {
 			struct io_vhost *v = io->vhosts;
 			io->vhosts = v->next;
@@ -224,6 +249,8 @@ void ayla_io_unref(struct ayla_io *io)
 	if (!io || atomic_fetch_sub(&io->refs, 1) != 1)
 		return;
 	ayla_iothread_stop(&io->thread); /* joins, then destroys the context */
+	ayla_resolver_free(io->resolver); /* joins; a last answer may be posted */
+	run_posts(io);                    /* single-threaded now: owners are gone */
 	while (io->vhosts) {
 		struct io_vhost *v = io->vhosts;
 		io->vhosts = v->next;
@@ -235,6 +262,28 @@ void ayla_io_unref(struct ayla_io *io)
 	pthread_mutex_destroy(&io->mu);
 	free(io);
 }
+
+void ayla_io_post(struct ayla_io *io, void (*fn)(void *arg), void *arg)
+{
+	struct io_call *p = calloc(1, sizeof *p);
+	if (!p) {
+		fn(arg); /* out of memory: run it here rather than lose it */
+		return;
+	}
+	p->fn = fn;
+	p->arg = arg;
+	pthread_mutex_lock(&io->mu);
+	if (io->posts_tail)
+		io->posts_tail->next = p;
+	else
+		io->posts = p;
+	io->posts_tail = p;
+	pthread_mutex_unlock(&io->mu);
+	ayla_iothread_wake(&io->thread);
+}
+
+
+struct ayla_resolver *ayla_io_resolver(struct ayla_io *io) { return io->resolver; }
 
 void ayla_io_notify(struct ayla_io *io)
 {

@@ -37,6 +37,13 @@ struct lws_context *ayla_io_context(struct ayla_io *io);
  * called from the I/O thread. */
 void ayla_io_call(struct ayla_io *io, void (*fn)(void *arg), void *arg);
 
+/* Runs fn(arg) on the I/O thread soon, without waiting. Any thread. If the
+ * hub stops first, fn still runs once, on the stopping thread. */
+void ayla_io_post(struct ayla_io *io, void (*fn)(void *arg), void *arg);
+
+/* The hub's host-name resolver (resolve.h). */
+struct ayla_resolver *ayla_io_resolver(struct ayla_io *io);
+
 /* The vhost whose client connections trust ca_file (NULL: the system's CA
  * store), created on first use. I/O thread only. NULL with err set if the
  * CA file cannot be loaded. */

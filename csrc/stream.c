@@ -2,6 +2,7 @@
 #include "stream.h"
 
 #include "io.h"
+#include "resolve.h"
 #include "util.h"
 
 #include <errno.h>
@@ -43,6 +44,8 @@ struct ayla_stream {
 	struct lws *wsi;
 	lws_sorted_usec_list_t sul_connect, sul_watchdog, sul_handshake;
 	int attempt_over; /* connection_lost ran for the current attempt */
+	uint64_t attempt_seq_start;
+	struct ayla_lookup *lookup; /* a host-name lookup under way */
 	uint64_t seen[SEEN_RING];
 	unsigned seen_next;
 	int destroying; /* set on the I/O thread by close: no more reconnects */
@@ -135,6 +138,7 @@ static enum ayla_event_type classify(const char *json, size_t len)
 static void connect_now(lws_sorted_usec_list_t *sul);
 static void connection_lost(struct ayla_stream *s);
 static void handshake_timeout(lws_sorted_usec_list_t *sul);
+static void connect_to(struct ayla_stream *s, const char *address);
 
 static void schedule_connect(struct ayla_stream *s)
 {
@@ -172,39 +176,23 @@ static void percent_encode(const char *in, char *out, size_t outlen)
 	out[o] = '\0';
 }
 
-static void connect_now(lws_sorted_usec_list_t *sul)
+/* Opens the connection to a numeric address (the name stays in the Host
+ * header and the TLS checks). */
+static void connect_to(struct ayla_stream *s, const char *address)
 {
-	struct ayla_stream *s = lws_container_of(sul, struct ayla_stream, sul_connect);
-	if (s->destroying)
-		return;
-
 	char key[512], path[1024];
 	percent_encode(s->cfg.key, key, sizeof key);
-	pthread_mutex_lock(&s->mu);
-	uint64_t seq_start = 0;
-	if (s->cfg.resume && s->st.have_seq)
-		seq_start = s->st.last_seq + 1;
-	else if (!s->st.have_seq)
-		seq_start = s->cfg.seq_start;
-	set_state(s, AYLA_CONNECTING);
-	s->st.next_attempt_at = 0;
-	pthread_mutex_unlock(&s->mu);
-	if (seq_start)
+	if (s->attempt_seq_start)
 		snprintf(path, sizeof path, "%s?stream_key=%s&seq_start=%llu", s->cfg.path, key,
-			 (unsigned long long)seq_start);
+			 (unsigned long long)s->attempt_seq_start);
 	else
 		snprintf(path, sizeof path, "%s?stream_key=%s", s->cfg.path, key);
-	s->resumed = seq_start != 0;
-	s->got_message = 0;
-	s->idle_killed = 0;
-	s->attempt_over = 0;
-	s->conn.tls_error[0] = '\0';
 
 	struct lws_client_connect_info i;
 	memset(&i, 0, sizeof i);
 	i.context = ayla_io_context(s->io);
 	i.vhost = s->vh;
-	i.address = s->cfg.host;
+	i.address = address;
 	i.port = s->cfg.port;
 	i.path = path;
 	i.host = s->cfg.host;
@@ -219,24 +207,72 @@ static void connect_now(lws_sorted_usec_list_t *sul)
 					    LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK |
 					    LCCSCF_ALLOW_EXPIRED | LCCSCF_ALLOW_INSECURE;
 	}
-	/* lws 4.1 gives up on a server that accepts the socket but never answers
-	 * the upgrade without telling us: our own deadline covers it. */
-	if (s->cfg.connect_timeout > 0)
-		lws_sul_schedule(ayla_io_context(s->io), 0, &s->sul_handshake, handshake_timeout,
-				 (lws_usec_t)(s->cfg.connect_timeout * LWS_USEC_PER_SEC));
 	struct lws *started = lws_client_connect_via_info(&i);
 	memset(key, 0, sizeof key); /* the key does not linger on the stack */
 	memset(path, 0, sizeof path);
 	if (!started) {
-		/* lws gives no CONNECTION_ERROR in this case (DNS failure). */
 		s->wsi = NULL;
 		pthread_mutex_lock(&s->mu);
 		s->st.connect_failures++;
-		set_error(s, "cannot connect to %s:%d (host name lookup failed?)", s->cfg.host,
-			  s->cfg.port);
+		set_error(s, "cannot connect to %s:%d", s->cfg.host, s->cfg.port);
 		pthread_mutex_unlock(&s->mu);
 		connection_lost(s);
 	}
+}
+
+static void on_resolved(void *owner, const char *address, const char *error)
+{
+	struct ayla_stream *s = owner;
+	s->lookup = NULL;
+	if (s->destroying || s->attempt_over)
+		return;
+	if (address) {
+		connect_to(s, address);
+		return;
+	}
+	pthread_mutex_lock(&s->mu);
+	s->st.connect_failures++;
+	set_error(s, "%s", error);
+	pthread_mutex_unlock(&s->mu);
+	connection_lost(s);
+}
+
+static void connect_now(lws_sorted_usec_list_t *sul)
+{
+	struct ayla_stream *s = lws_container_of(sul, struct ayla_stream, sul_connect);
+	if (s->destroying)
+		return;
+
+	pthread_mutex_lock(&s->mu);
+	uint64_t seq_start = 0;
+	if (s->cfg.resume && s->st.have_seq)
+		seq_start = s->st.last_seq + 1;
+	else if (!s->st.have_seq)
+		seq_start = s->cfg.seq_start;
+	set_state(s, AYLA_CONNECTING);
+	s->st.next_attempt_at = 0;
+	pthread_mutex_unlock(&s->mu);
+	s->attempt_seq_start = seq_start;
+	s->resumed = seq_start != 0;
+	s->got_message = 0;
+	s->idle_killed = 0;
+	s->attempt_over = 0;
+	s->conn.tls_error[0] = '\0';
+
+	/* One deadline for the name lookup, TCP, TLS and the upgrade: lws 4.1
+	 * gives up on a server that never answers the upgrade without telling us. */
+	if (s->cfg.connect_timeout > 0)
+		lws_sul_schedule(ayla_io_context(s->io), 0, &s->sul_handshake, handshake_timeout,
+				 (lws_usec_t)(s->cfg.connect_timeout * LWS_USEC_PER_SEC));
+	char address[64];
+	struct ayla_resolver *r = ayla_io_resolver(s->io);
+	if (ayla_resolve_now(r, s->cfg.host, address, sizeof address)) {
+		connect_to(s, address);
+		return;
+	}
+	s->lookup = ayla_resolve(r, s->cfg.host, on_resolved, s); /* off this thread */
+	if (!s->lookup)
+		on_resolved(s, NULL, "out of memory");
 }
 
 static void handshake_timeout(lws_sorted_usec_list_t *sul)
@@ -246,8 +282,12 @@ static void handshake_timeout(lws_sorted_usec_list_t *sul)
 		return;
 	pthread_mutex_lock(&s->mu);
 	s->st.connect_failures++;
-	set_error(s, "no answer to the connection from %s:%d within %.1f s (connect_timeout)",
-		  s->cfg.host, s->cfg.port, s->cfg.connect_timeout);
+	if (s->lookup)
+		set_error(s, "looking up %s took longer than %.1f s (connect_timeout)", s->cfg.host,
+			  s->cfg.connect_timeout);
+	else
+		set_error(s, "no answer to the connection from %s:%d within %.1f s (connect_timeout)",
+			  s->cfg.host, s->cfg.port, s->cfg.connect_timeout);
 	pthread_mutex_unlock(&s->mu);
 	if (s->wsi) /* any close callbacks run now; the guard keeps it one attempt */
 		lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
@@ -478,6 +518,8 @@ static void connection_lost(struct ayla_stream *s)
 	s->replies_due = 0;
 	lws_sul_cancel(&s->sul_watchdog);
 	lws_sul_cancel(&s->sul_handshake);
+	ayla_lookup_cancel(s->lookup);
+	s->lookup = NULL;
 	if (s->attempt_over)
 		return; /* already handled for this attempt */
 	s->attempt_over = 1;
@@ -610,6 +652,8 @@ static void stop_on_io(void *arg)
 	lws_sul_cancel(&s->sul_connect);
 	lws_sul_cancel(&s->sul_watchdog);
 	lws_sul_cancel(&s->sul_handshake);
+	ayla_lookup_cancel(s->lookup); /* its answer will not reach s */
+	s->lookup = NULL;
 	if (s->wsi) /* runs CLIENT_CLOSED for s right here */
 		lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
 	s->wsi = NULL;

@@ -46,6 +46,12 @@ describe("ayla.cloud", function()
       assert.is_true(p.read_only)
     end)
 
+    it("reaches the services by host name too", function()
+      local base = ("http://localhost:%d"):format(sim:port())
+      local c = assert(ayla.cloud(sim:cloud_options { hosts = { user = base, ads = base, stream = base } }))
+      assert.equal(10, #assert(c:devices()))
+    end)
+
     it("reports unknown devices and properties with the server's words", function()
       local none, err = cloud:properties("NOPE")
       assert.is_nil(none)

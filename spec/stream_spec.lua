@@ -280,6 +280,29 @@ describe("ayla.stream", function()
     assert.is_true(tonumber(count, 16) > 0)
   end)
 
+  it("connects by host name, looking it up off the I/O thread", function()
+    s = assert(ayla.stream { url = ("ws://localhost:%d/stream"):format(sim:port()), key = sim:key() })
+    assert(H.wait_until(function() return s:status() == "open" end))
+    sim:emit(datapoint("D1", 3))
+    assert.equal(3, take(s, 1)[1].value)
+  end)
+
+  it("keeps other streams answering heartbeats while a name lookup is pending", function()
+    s = H.open_stream(sim) -- dropped after 0.2-0.3 s without replies
+    local lost = assert(ayla.stream { url = "ws://unresolvable-host.invalid/stream", key = "k",
+                                      backoff = { min = 0.05, max = 0.1 } })
+    local t0 = core.monotime()
+    local third = H.open_stream(sim) -- creating and opening a stream is not held up
+    assert.is_true(core.monotime() - t0 < 2)
+    core.sleep(1.5)
+    assert.equal(0, sim:stats().heartbeat_drops)
+    assert.equal("open", (s:status()))
+    local _, err = lost:status()
+    assert.matches("unresolvable%-host%.invalid", err or lost:stats().last_error or "")
+    lost:close()
+    third:close()
+  end)
+
   it("takes the key from the url's query, decoded", function()
     local keyed = assert(ayla.sim { key = "a+b/c=" })
     local url = keyed:url() .. "?stream_key=a%2Bb%2Fc%3D"
@@ -382,7 +405,7 @@ describe("ayla.stream", function()
     assert(H.wait_until(function() return sim:stats().clients == 0 end))
   end)
 
-  it("runs every stream on one I/O thread that ends with the last stream", function()
+  it("runs every stream on one I/O hub whose threads end with the last stream", function()
     local pid = H.read_file("/proc/self/stat"):match("^%d+") -- this Lua process
     local function threads()
       local n = 0
@@ -394,10 +417,10 @@ describe("ayla.stream", function()
     collectgarbage(); collectgarbage()
     local base = threads()
     local a = H.open_stream(sim)
-    assert.equal(base + 1, threads())
+    assert.equal(base + 2, threads()) -- the I/O thread and its name resolver
     local b = H.open_stream(sim)
     local c = H.open_stream(sim)
-    assert.equal(base + 1, threads()) -- shared, not one per stream
+    assert.equal(base + 2, threads()) -- shared, not per stream
     a:close(); b:close(); c:close()
     a, b, c = nil, nil, nil -- luacheck: ignore
     collectgarbage(); collectgarbage()

@@ -52,6 +52,20 @@ describe("wss://", function()
     assert.equal("Online", ev.status)
   end)
 
+  it("checks the certificate against the host name when connecting by name", function()
+    local sim <close> = assert(ayla.sim { cert_file = good_cert, key_file = good_key })
+    local s <close> = assert(ayla.stream { url = ("wss://localhost:%d/stream"):format(sim:port()),
+                                           key = sim:key(), ca_file = good_cert })
+    assert.equal("open", (H.wait_until(function() return s:status() == "open" and "open" end)))
+    local o <close> = assert(ayla.sim { cert_file = other_cert, key_file = other_key })
+    local bad <close> = assert(ayla.stream { url = ("wss://localhost:%d/stream"):format(o:port()),
+                                             key = o:key(), ca_file = other_cert })
+    settle(bad)
+    local state, err = bad:status()
+    assert.are_not.equal("open", state)
+    assert.matches("mismatch", err)
+  end)
+
   it("checks the host name even when the CA is trusted", function()
     local sim <close> = assert(ayla.sim { cert_file = other_cert, key_file = other_key })
     local s <close> = assert(sim:stream { ca_file = other_cert })
