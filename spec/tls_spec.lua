@@ -95,6 +95,20 @@ describe("wss://", function()
     assert.matches("TLS verification is off for 127.0.0.1", warning)
   end)
 
+  it("speaks HTTPS to the cloud services, verified the same way", function()
+    local sim <close> = assert(ayla.sim { cert_file = good_cert, key_file = good_key })
+    assert.matches("^https://", sim:http_url())
+    local trusted = assert(ayla.cloud(sim:cloud_options { ca_file = good_cert }))
+    assert.equal(10, #assert(trusted:devices()))
+    local sub = assert(trusted:subscribe { oem_model = "plug", dsn = "*", subscription_type = "datapoint" })
+    local s <close> = assert(sub:stream()) -- wss://, with the cloud's ca_file
+    assert(H.wait_until(function() return s:status() == "open" end))
+    local untrusted = assert(ayla.cloud(sim:cloud_options()))
+    local none, err = untrusted:devices()
+    assert.is_nil(none)
+    assert.matches("TLS: the certificate of 127.0.0.1 was refused: self.signed certificate", err)
+  end)
+
   it("reports an unreadable ca_file at once", function()
     local s, err = ayla.stream { url = "wss://127.0.0.1:1/stream", key = "k",
                                  ca_file = dir .. "/missing.pem" }
