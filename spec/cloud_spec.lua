@@ -47,6 +47,7 @@ describe("ayla.cloud", function()
     end)
 
     it("reaches the services by host name too", function()
+      if not H.localhost_resolves() then return pending("no name for localhost here") end
       local base = ("http://localhost:%d"):format(sim:port())
       local c = assert(ayla.cloud(sim:cloud_options { hosts = { user = base, ads = base, stream = base } }))
       assert.equal(10, #assert(c:devices()))

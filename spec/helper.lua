@@ -46,6 +46,14 @@ function H.open_stream(sim, opts)
   return s
 end
 
+-- Does this machine have a name for localhost? (A bare chroot may not.)
+function H.localhost_resolves()
+  local p = io.popen("getent hosts localhost 2>/dev/null")
+  local out = p:read("a")
+  p:close()
+  return out:find("127%.0%.0%.1") ~= nil
+end
+
 -- Runs a shell command and returns its exit status (true on success).
 function H.sh(cmd)
   local ok = os.execute(cmd)

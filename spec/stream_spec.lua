@@ -281,6 +281,7 @@ describe("ayla.stream", function()
   end)
 
   it("connects by host name, looking it up off the I/O thread", function()
+    if not H.localhost_resolves() then return pending("no name for localhost here") end
     s = assert(ayla.stream { url = ("ws://localhost:%d/stream"):format(sim:port()), key = sim:key() })
     assert(H.wait_until(function() return s:status() == "open" end))
     sim:emit(datapoint("D1", 3))

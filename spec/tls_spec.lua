@@ -53,6 +53,7 @@ describe("wss://", function()
   end)
 
   it("checks the certificate against the host name when connecting by name", function()
+    if not H.localhost_resolves() then return pending("no name for localhost here") end
     local sim <close> = assert(ayla.sim { cert_file = good_cert, key_file = good_key })
     local s <close> = assert(ayla.stream { url = ("wss://localhost:%d/stream"):format(sim:port()),
                                            key = sim:key(), ca_file = good_cert })
