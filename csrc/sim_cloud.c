@@ -226,6 +226,10 @@ static int normalise_fleet(json_t *fleet, char *err, size_t errlen)
 		}
 		if (!json_object_get(dev, "connection_status"))
 			json_object_set_new(dev, "connection_status", json_string("Online"));
+		if (!json_is_string(json_object_get(dev, "connection_status"))) {
+			snprintf(err, errlen, "fleet: %s: \"connection_status\" must be a string", dsn);
+			return -1;
+		}
 		if (!json_object_get(dev, "product_name"))
 			json_object_set_new(dev, "product_name", json_string(dsn));
 		json_object_set_new(dev, "key", json_integer((json_int_t)(k + 1)));
@@ -240,6 +244,12 @@ static int normalise_fleet(json_t *fleet, char *err, size_t errlen)
 			}
 			if (!json_object_get(p, "direction"))
 				json_object_set_new(p, "direction", json_string("output"));
+			const char *dir = json_string_value(json_object_get(p, "direction"));
+			if (!dir || (strcmp(dir, "input") && strcmp(dir, "output"))) {
+				snprintf(err, errlen, "fleet: %s: property %zu: \"direction\" must be "
+						      "\"input\" or \"output\"", dsn, j);
+				return -1;
+			}
 			if (!json_object_get(p, "read_only"))
 				json_object_set_new(p, "read_only", json_false());
 			if (!json_object_get(p, "ack_enabled"))
@@ -963,7 +973,9 @@ struct sim_cloud *sim_cloud_new(const struct sim_cloud_config *cfg,
 	json_error_t jerr;
 	if (cfg->fleet_file) {
 		c->fleet = json_load_file(cfg->fleet_file, 0, &jerr);
-		if (!c->fleet)
+		if (!c->fleet && jerr.line < 0) /* could not read it at all */
+			snprintf(err, errlen, "fleet %s: %s", cfg->fleet_file, jerr.text);
+		else if (!c->fleet)
 			snprintf(err, errlen, "fleet %s:%d: %s", cfg->fleet_file, jerr.line, jerr.text);
 	} else {
 		c->fleet = json_loads(demo_fleet, 0, &jerr);

@@ -303,8 +303,8 @@ static void watchdog(lws_sorted_usec_list_t *sul)
 	if (silent > s->cfg.idle_timeout) {
 		pthread_mutex_lock(&s->mu);
 		s->st.idle_timeouts++;
-		set_error(s, "no message from the server for %.1f s (idle_timeout %.1f s): "
-			     "reconnecting", silent, s->cfg.idle_timeout);
+		set_error(s, "no message from the server for %.1f s (idle_timeout %.1f s)%s", silent,
+			  s->cfg.idle_timeout, s->cfg.reconnect ? ": reconnecting" : "");
 		pthread_mutex_unlock(&s->mu);
 		s->idle_killed = 1;
 		lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);

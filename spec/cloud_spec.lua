@@ -6,6 +6,21 @@ local core = require "ayla.core"
 local LED = "AC000W000000001"       -- an ledevb, Online
 local OFFLINE = "AC000W000000003"   -- an ledevb, Offline: never acks
 
+describe("server error messages", function()
+  local msg = require("ayla.cloud").server_message
+  it("reads every documented body shape, and odd ones without failing", function()
+    assert.equal("bad", msg('{"error":"bad"}'))
+    assert.equal("bad", msg('{"error":{"message":"bad"}}'))
+    assert.equal("bad", msg('{"errors":"bad"}'))
+    assert.equal("value is invalid", msg('{"errors":{"value":["is invalid"]}}'))
+    assert.equal("value is invalid", msg('{"errors":[{"field":"value","message":"is invalid"}]}'))
+    assert.equal("value null", msg('{"errors":{"value":[null]}}'))
+    assert.equal("<html>Bad Gateway</html>", msg("<html>Bad Gateway</html>"))
+    assert.equal("no message", msg(""))
+    assert.equal(200, #msg(("x"):rep(500)))
+  end)
+end)
+
 describe("ayla.cloud", function()
   local sim, cloud
   before_each(function()
@@ -129,6 +144,16 @@ describe("ayla.cloud", function()
       assert.equal(0, dp.ack_message)
       assert.is_string(dp.acked_at)
       assert.matches(" ack 200$", tostring(dp))
+    end)
+
+    it("refuses to wait for an ack from a property without acks, before writing", function()
+      local before = sim:stats().rest_requests
+      assert(cloud:properties(LED))
+      local dp, err = cloud:set(LED, "Green_LED", 1, { wait_ack = 1 })
+      assert.is_nil(dp)
+      assert.equal("cannot wait for an ack from AC000W000000001/Green_LED: the property is not "
+        .. "ack-enabled", err)
+      assert.equal(before + 2, sim:stats().rest_requests) -- sign-in and properties only
     end)
 
     it("says when no ack comes in time", function()
@@ -346,7 +371,10 @@ describe("ayla.cloud", function()
       assert.equal(1, ev.seq) -- the new subscription numbers its own stream
       local st = s:stats()
       assert.equal(2, st.connects) -- counters carry across renewals
+      assert.equal(1, st.reconnects)
       assert.equal(2, st.events)
+      s:close() -- the renewed subscription is the stream's own: deleted with it
+      assert.same({}, assert(cloud:subscriptions()))
     end)
 
     it("ends a stream with reconnect = false when the connection is lost", function()
@@ -389,6 +417,17 @@ describe("ayla.cloud", function()
       local seen = {}
       for _ = 1, 64 do seen[assert(s:next(5)).value] = true end
       for i = 1, 64 do assert.is_true(seen[i], i) end
+    end)
+
+    it("recovers when a task is abandoned in the middle of signing in", function()
+      local c = assert(ayla.cloud(sim:cloud_options { timeout = 0.5 }))
+      sim:rest_fault("slow", 1, 2)
+      local sched = ayla.scheduler()
+      sched:spawn(function() c:devices() end)
+      assert.is_false(sched:run(0.2)) -- given up on, never resumed again
+      local t0 = core.monotime()
+      assert.equal(10, #assert(c:devices()))
+      assert.is_true(core.monotime() - t0 < 5)
     end)
 
     it("reports a failing task and keeps the others going", function()

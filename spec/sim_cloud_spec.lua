@@ -115,7 +115,14 @@ describe("ayla-sim as a cloud", function()
     assert.matches("needs \"dsn\" and \"oem_model\"", err)
     none, err = ayla.sim { fleet = dir .. "/missing.json" }
     assert.is_nil(none)
-    assert.matches("missing.json", err)
+    assert.matches("^fleet .*missing.json: unable to open", err)
+    f = assert(io.open(dir .. "/dir.json", "w"))
+    f:write([[{"devices":[{"dsn":"X","oem_model":"m","properties":[
+      {"name":"p","base_type":"integer","direction":1}]}]}]])
+    f:close()
+    none, err = ayla.sim { fleet = dir .. "/dir.json" }
+    assert.is_nil(none)
+    assert.matches('"direction" must be "input" or "output"', err)
     H.rmdir(dir)
   end)
 

@@ -35,13 +35,23 @@ local function server_message(body)
     if type(e) == "string" then return e end
     if type(e) == "table" then
       if type(e.message) == "string" then return e.message end
+      -- {"value":["is invalid"]}, [{"field":"value","message":"is invalid"}], ...
       local parts = {}
+      local function say(v)
+        if type(v) ~= "table" then return v == cjson.null and "null" or tostring(v) end
+        if type(v.message) == "string" then
+          return (type(v.field) == "string" and (v.field .. " ") or "") .. v.message
+        end
+        local inner = {}
+        for _, x in ipairs(v) do inner[#inner + 1] = say(x) end
+        return table.concat(inner, ", ")
+      end
       for k, v in pairs(e) do
-        if type(v) == "table" then v = table.concat(v, ", ") end
-        parts[#parts + 1] = type(k) == "string" and (k .. " " .. tostring(v)) or tostring(v)
+        local text = say(v)
+        parts[#parts + 1] = type(k) == "string" and (k .. " " .. text) or text
       end
       table.sort(parts)
-      if #parts > 0 then return table.concat(parts, "; ") end
+      if #parts > 0 and table.concat(parts) ~= "" then return table.concat(parts, "; ") end
     end
   end
   body = tostring(body or ""):gsub("%s+", " ")
@@ -83,6 +93,9 @@ function M.new(opts)
     if not base then return nil, berr end
     bases[service] = base
   end
+  if opts.verify == false then
+    io.stderr:write("ayla: warning: TLS verification is off for the cloud services; use this only in tests\n")
+  end
   local self = setmetatable({
     region = opts.region or "us", deployment = opts.deployment or "dev",
     _hosts = hosts, _bases = bases,
@@ -111,7 +124,7 @@ function Cloud:__tostring()
     state = "not signed in"
   end
   return ("ayla.Cloud %s/%s %s (%s)"):format(self.region, self.deployment,
-    self._creds.email or "(token only)", state)
+    self._creds.email or "(no user)", state)
 end
 
 -- ---- the wire --------------------------------------------------------------
@@ -191,10 +204,14 @@ end
 
 -- Makes sure a usable token is at hand; one refresh or sign-in at a time.
 function Cloud:_ensure_token(force)
-  while self._renewing do scheduler.sleep(0.01) end
+  -- One renewal at a time; a renewal abandoned by its task (never resumed)
+  -- stops counting after the time a request may take.
+  while self._renewing and core.monotime() < self._renewing + self._timeout + 1 do
+    scheduler.sleep(0.01)
+  end
   local fresh = self._token and not force and core.monotime() < self._expires_at - self._refresh_early
   if fresh then return true end
-  self._renewing = true
+  self._renewing = core.monotime()
   local ok, err = nil, nil
   if self._refresh then ok, err = self:_refresh_token() end
   if not ok then
@@ -202,7 +219,7 @@ function Cloud:_ensure_token(force)
     ok, err = self:_sign_in()
     if not ok and why then err = err .. " (after the refresh failed: " .. why .. ")" end
   end
-  self._renewing = false
+  self._renewing = nil
   return ok, err
 end
 
@@ -275,8 +292,9 @@ local function unwrap(list, key, mt)
   local out = {}
   for i, item in ipairs(list) do
     local o = item[key] or item
-    o.id = math.tointeger(o.id) or o.id
-    o.key = math.tointeger(o.key) or o.key
+    for _, k in ipairs { "id", "key", "device_key", "batch_size" } do
+      o[k] = math.tointeger(o[k]) or o[k]
+    end
     out[i] = setmetatable(o, mt)
   end
   return out
@@ -370,8 +388,23 @@ function Cloud:set(dsn, name, value, opts)
       tostring(p.direction))
   end
   if p.read_only then return nil, ("cannot set %s: it is read-only"):format(where) end
+  if opts.wait_ack and p.ack_enabled == false then
+    return nil, ("cannot wait for an ack from %s: the property is not ack-enabled"):format(where)
+  end
   local v, why = wire_value(p, value)
-  if v == nil then return nil, ("cannot set %s to %s: %s"):format(where, tostring(value), why) end
+  if v == nil then
+    local shown = tostring(value)
+    if type(value) == "string" then
+      shown = ("%q"):format(#value > 40 and value:sub(1, 37) .. "..." or value)
+    end
+    return nil, ("cannot set %s to %s: %s"):format(where, shown, why)
+  end
+  if opts.metadata ~= nil then
+    check(type(opts.metadata) == "table", 2, "metadata must be a table")
+    local n = 0
+    for _ in pairs(opts.metadata) do n = n + 1 end
+    if n > 10 then return nil, ("cannot set %s: metadata takes at most 10 entries"):format(where) end
+  end
   local path = ("/apiv1/dsns/%s/properties/%s/datapoints.json"):format(escape(dsn), escape(name))
   local t, err = self:_call("ads", "POST", path,
     encode { datapoint = { value = v, metadata = opts.metadata } })
@@ -482,6 +515,13 @@ function Subscription:stream(opts)
       cloud:unsubscribe(current.id) -- best effort: it is used up either way
       current = fresh
       return fresh.stream_key
+    end
+    if o.on_close == nil and self ~= nil then
+      -- A renewed stream's last subscription is ours to delete; the first
+      -- one stays the caller's to manage.
+      o.on_close = function()
+        if current ~= self then cloud:unsubscribe(current.id) end
+      end
     end
   end
   if cloud and o.verify == nil then o.verify = cloud._verify end

@@ -76,7 +76,7 @@ function Scheduler:step(timeout)
     end
   end
   self.tasks = live
-  if not ran and #live > 0 and (timeout or 0) > 0 then
+  if not ran and (timeout or 0) > 0 then -- with no task, still wait: callers loop on step
     local wait = math.min(timeout, math.max(0, next_t - core.monotime()))
     if wait > 0 then core.wait_any(wait) end
   end

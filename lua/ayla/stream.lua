@@ -58,7 +58,7 @@ local OPTIONS = {
   seq_start = "number", verify = "boolean", ca_file = "string",
   idle_timeout = "number", connect_timeout = "number", backoff = "table", resume = "boolean",
   queue_max = "number", queue_max_bytes = "number", drop_policy = "string",
-  max_message = "number", reconnect = "boolean", renew = "function",
+  max_message = "number", reconnect = "boolean", renew = "function", on_close = "function",
 }
 
 -- ayla.stream{ url = URL | region = R, deployment = D, key = KEY, ... }
@@ -124,11 +124,13 @@ function M.new(opts)
     reconnect = opts.reconnect ~= false and not opts.renew,
   }
   local c, err = core.stream(core_opts)
+  core_opts.key = nil -- the C side has its copy; a renewal brings a new one
   if not c then return nil, err end
   local shown = ("%s://%s:%d%s"):format(parts.tls and "wss" or "ws", parts.host, parts.port,
     parts.path)
   return setmetatable({ _core = c, url = shown, _key = redact(key), _bad_json = 0,
                         _closed = false, _renew = opts.renew, _core_opts = core_opts,
+                        _on_close = opts.on_close,
                         _renewals = 0, _renew_at = 0, _renew_failures = 0, _carry = nil },
                       Stream)
 end
@@ -165,7 +167,12 @@ function Stream:_renew_now()
   for k, v in pairs(self._core_opts) do o[k] = v end
   o.key, o.seq_start = key, nil -- a new subscription numbers from its own start
   local c, cerr = core.stream(o)
-  if not c then return nil, cerr end
+  if not c then -- do not ask for yet another key at once
+    self._renew_failures = self._renew_failures + 1
+    self._renew_at = core.monotime() + math.min(60, 2 ^ self._renew_failures)
+    self._renew_error = "renewing the stream failed: " .. tostring(cerr)
+    return nil, self._renew_error
+  end
   self._carry = self._carry or {}
   add_counts(self._carry, self._core:stats())
   self._core:close()
@@ -233,7 +240,10 @@ end
 function Stream:stats()
   check_self(self)
   local st = self._core:stats()
-  if self._carry then add_counts(st, self._carry) end
+  if self._carry then
+    add_counts(st, self._carry)
+    st.reconnects = math.max(st.connects - 1, 0)
+  end
   st.renewals = self._renewals
   st.malformed.bad_json = self._bad_json
   if self._last_bad and not st.last_error then st.last_error = self._last_bad end
@@ -260,6 +270,7 @@ function Stream:close()
   if not self._closed then
     self._closed = true
     self._core:close()
+    if self._on_close then self._on_close() end
   end
 end
 Stream.__close = Stream.close
