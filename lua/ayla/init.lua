@@ -1,4 +1,5 @@
 -- ayla: a live connection to the Ayla Datastream Service from Lua.
+local app = require "ayla.app"
 local cloud = require "ayla.cloud"
 local event = require "ayla.event"
 local regions = require "ayla.regions"
@@ -10,6 +11,7 @@ return {
   _VERSION = "ayla 0.1.0",
   stream = stream.new,
   cloud = cloud.new,
+  app = app.new,
   scheduler = scheduler.new,
   sim = sim.new,
   decode = event.decode,

@@ -27,13 +27,24 @@ function M.new(opts)
   }, Scheduler)
 end
 
+local function over_budget() error("instruction budget exceeded (a runaway loop?)", 2) end
+
 -- Starts fn(...) as a task and runs it until it first waits. Returns the task.
 function Scheduler:spawn(fn, ...)
+  return self:start({}, fn, ...)
+end
+
+-- spawn with options: name (for reports), budget (Lua instructions the task
+-- may run in all before it is stopped with an error), on_done(task) (called
+-- when it returns normally), and anything else kept on the task.
+function Scheduler:start(opts, fn, ...)
   if type(fn) ~= "function" then error("spawn expects a function", 2) end
-  local task = { co = coroutine.create(fn), name = tostring(#self.tasks + 1), args = table.pack(...) }
+  local task = { co = coroutine.create(fn), name = opts.name or tostring(#self.tasks + 1),
+                 on_done = opts.on_done, owner = opts.owner }
+  if opts.budget then debug.sethook(task.co, over_budget, "", opts.budget) end
   task_of[task.co] = task
   self.tasks[#self.tasks + 1] = task
-  self:_resume(task, table.unpack(task.args, 1, task.args.n))
+  self:_resume(task, ...)
   return task
 end
 
@@ -45,6 +56,7 @@ function Scheduler:_resume(task, ...)
     self.on_error(task, task.error)
   elseif coroutine.status(task.co) == "dead" then
     task.dead = true
+    if task.on_done then task.on_done(task) end
   elseif what == WAIT then
     task.wait = detail
   else

@@ -1,0 +1,405 @@
+-- ayla.app: rules that react to DSS events and timers, and act through the
+-- cloud. Each callback runs in its own coroutine (ayla.scheduler), so a rule
+-- waiting on the network never stalls the stream or the other rules.
+--
+-- Order: for one event, the matching rules start in the order they were
+-- registered; a rule that waits lets the next one start. Timers due at the
+-- same time run in the order they were set.
+local core = require "ayla.core"
+local scheduler = require "ayla.scheduler"
+local timers = require "ayla.timers"
+local trigger = require "ayla.trigger"
+local twin = require "ayla.twin"
+
+local M = {}
+
+local App = { __name = "ayla.App" }
+App.__index = App
+M.App = App
+
+local Rule = { __name = "ayla.Rule" }
+Rule.__index = Rule
+
+local function check(cond, level, fmt, ...)
+  if not cond then error(fmt:format(...), level + 1) end
+end
+
+local apps = 0
+
+-- ayla.app{ cloud =, stream = | streams = {...}, seed = { dsn, ... },
+--           budget = 1e7, max_failures = 5, loop = { count = 5, within = 10 },
+--           log = function(level, message) end, clock = { now =, wall = } }
+function M.new(opts)
+  opts = opts or {}
+  check(type(opts) == "table", 2, "ayla.app expects a table of options")
+  apps = apps + 1
+  local self = setmetatable({
+    id = ("app%d-%d"):format(apps, math.random(1 << 30)),
+    cloud = opts.cloud,
+    streams = opts.streams or { opts.stream },
+    rules = {}, index = {}, twin = twin.new(), timers = timers.new(),
+    budget = opts.budget or 1e7,
+    max_failures = opts.max_failures or 5,
+    loop = opts.loop or { count = 5, within = 10 },
+    clock = opts.clock or { now = core.monotime, wall = os.time },
+    log = opts.log or function(level, msg) io.stderr:write(("ayla %s: %s\n"):format(level, msg)) end,
+    counters = { events = 0, fired = 0, failures = 0, disabled = 0, own = 0, timers = 0 },
+    running = false,
+  }, App)
+  self.scheduler = scheduler.new { on_error = function(task, err) self:_failed(task, err) end }
+  if opts.seed and self.cloud then
+    local n, err = self.twin:seed(self.cloud, opts.seed)
+    if not n then return nil, "seeding the twin cache failed: " .. err end
+  end
+  return self
+end
+
+-- ---- running callbacks ------------------------------------------------------
+
+local Ctx = { __name = "ayla.Ctx" }
+Ctx.__index = Ctx
+
+-- ctx:set(dsn, property, value [, opts]): a write tagged as this rule's, so the
+-- event it causes comes back with ev.own = true and ev.caused_by = rule name.
+function Ctx:set(dsn, prop, value, opts)
+  local app = self.app
+  check(app.cloud, 2, "this app has no cloud to write through (ayla.app{ cloud = ... })")
+  local o = {}
+  for k, v in pairs(opts or {}) do o[k] = v end
+  o.metadata = o.metadata or {}
+  o.metadata.ayla_app, o.metadata.ayla_rule = app.id, self.rule and self.rule.name or "timer"
+  return app.cloud:set(dsn, prop, value, o)
+end
+
+function Ctx:get(dsn, prop)
+  check(self.app.cloud, 2, "this app has no cloud to read through")
+  return self.app.cloud:get(dsn, prop)
+end
+
+function Ctx.sleep(_, seconds) scheduler.sleep(seconds) end
+
+function Ctx:twin(dsn, prop)
+  if prop == nil then return self.app.twin:device(dsn) end
+  return (self.app.twin:get(dsn, prop))
+end
+
+function Ctx:log(fmt, ...)
+  local msg = select("#", ...) > 0 and fmt:format(...) or tostring(fmt)
+  self.app.log("info", ("%s: %s"):format(self.rule and self.rule.name or "timer", msg))
+end
+
+function App:_run(rule, fn, ...)
+  if rule then rule.fired = rule.fired + 1 end
+  self.counters.fired = self.counters.fired + 1
+  local ctx = setmetatable({ app = self, rule = rule }, Ctx)
+  local ev = ... -- rules get (ev, ctx), timers (ctx)
+  self.scheduler:start({
+    name = rule and rule.name or "timer", budget = self.budget, owner = rule,
+    on_done = function() if rule then rule.consecutive = 0 end end,
+  }, function()
+    if rule then fn(ev, ctx) else fn(ctx) end
+  end)
+end
+
+function App:_failed(task, err)
+  self.counters.failures = self.counters.failures + 1
+  local rule = task.owner
+  if not rule then
+    self.log("error", ("%s failed: %s"):format(task.name, err))
+    return
+  end
+  rule.failures, rule.consecutive = rule.failures + 1, rule.consecutive + 1
+  rule.last_error = err
+  self.log("error", ("rule %s failed (%d in a row): %s"):format(rule.name, rule.consecutive, err))
+  if rule.consecutive >= self.max_failures then
+    self:_disable(rule, ("failed %d times in a row"):format(rule.consecutive))
+  end
+end
+
+function App:_disable(rule, why)
+  if rule.disabled then return end
+  rule.disabled = why
+  self.counters.disabled = self.counters.disabled + 1
+  for _, h in pairs(rule.holds) do self.timers:cancel(h.timer) end
+  rule.holds = {}
+  self.log("error", ("rule %s disabled: %s"):format(rule.name, why))
+end
+
+-- ---- rules -------------------------------------------------------------------
+
+local function add_to(index, keys, rule)
+  for _, k in ipairs(keys or { "*" }) do
+    local list = index[k]
+    if not list then
+      list = {}
+      index[k] = list
+    end
+    list[#list + 1] = rule
+  end
+end
+
+-- app:on(event_type, [filter,] fn) -> rule. fn(ev, ctx) runs in its own coroutine.
+function App:on(event_type, filter, fn)
+  if type(filter) == "function" and fn == nil then filter, fn = nil, filter end
+  check(type(event_type) == "string", 2, "on(event_type, filter, fn) expects an event type string")
+  check(filter == nil or type(filter) == "table", 2, "the filter must be a table")
+  check(type(fn) == "function", 2, "on(event_type, filter, fn) expects a function")
+  local trig = trigger.compile(event_type, filter)
+  local rule = setmetatable({
+    id = #self.rules + 1, event_type = event_type, trig = trig, fn = fn,
+    name = (filter and filter.name) or ("%s#%d"):format(event_type, #self.rules + 1),
+    fired = 0, failures = 0, consecutive = 0, skipped = 0,
+    holds = {}, recent = {}, own_hits = {},
+  }, Rule)
+  self.rules[#self.rules + 1] = rule
+  -- index[type][dsn][property]: dispatch looks only at rules that can match.
+  local by_type = self.index[event_type] or {}
+  self.index[event_type] = by_type
+  for _, d in ipairs(trig.index.dsn or { "*" }) do
+    by_type[d] = by_type[d] or {}
+    add_to(by_type[d], trig.index.property, rule)
+  end
+  return rule
+end
+
+function Rule:__tostring()
+  return ("rule %s (%s): fired %d, failed %d%s"):format(self.name, self.event_type, self.fired,
+    self.failures, self.disabled and (", disabled: " .. self.disabled) or "")
+end
+
+-- The rules that may match ev, in registration order.
+function App:_candidates(ev)
+  local seen, out = {}, {}
+  for _, t in ipairs { ev.type, "*" } do
+    local by_type = self.index[t]
+    if by_type then
+      for _, d in ipairs { ev.dsn or "*", "*" } do
+        local by_dsn = by_type[d]
+        if by_dsn then
+          for _, p in ipairs { ev.property or "*", "*" } do
+            for _, rule in ipairs(by_dsn[p] or {}) do
+              if not seen[rule] then
+                seen[rule] = true
+                out[#out + 1] = rule
+              end
+            end
+            if p == "*" then break end
+          end
+        end
+        if d == "*" then break end
+      end
+    end
+  end
+  table.sort(out, function(a, b) return a.id < b.id end)
+  return out
+end
+
+-- Loop guard: a rule fired by events its own writes caused, too often.
+function App:_loop_check(rule, ev)
+  if not (ev.own and ev.caused_by == rule.name) then return true end
+  local now, hits = self.clock.now(), rule.own_hits
+  hits[#hits + 1] = now
+  while hits[1] and hits[1] < now - self.loop.within do table.remove(hits, 1) end
+  if #hits >= self.loop.count then
+    self:_disable(rule, ("it re-triggered itself %d times within %g s through its own writes "
+      .. "(a loop?)"):format(#hits, self.loop.within))
+    return false
+  end
+  return true
+end
+
+-- Rate limit and debounce, per rule and device; then run.
+function App:_fire(rule, ev)
+  local key = ev.dsn or "*"
+  local rate = rule.trig.rate
+  if rate then
+    local now, times = self.clock.now(), rule.recent[key] or {}
+    rule.recent[key] = times
+    while times[1] and times[1] <= now - rate.per do table.remove(times, 1) end
+    if #times >= rate.max then
+      rule.skipped = rule.skipped + 1
+      return
+    end
+    times[#times + 1] = now
+  end
+  if rule.trig.debounce then
+    local slot = "debounce\0" .. key
+    local h = rule.holds[slot]
+    if h then self.timers:cancel(h.timer) end
+    rule.holds[slot] = { timer = self.timers:add(self.clock.now() + rule.trig.debounce, function()
+      rule.holds[slot] = nil
+      if not rule.disabled then self:_run(rule, rule.fn, ev) end
+    end) }
+    return
+  end
+  self:_run(rule, rule.fn, ev)
+end
+
+-- Processes one event: the twin cache, then every rule that matches.
+function App:dispatch(ev)
+  self.counters.events = self.counters.events + 1
+  local dp = ev.datapoint
+  local meta = type(dp) == "table" and type(dp.metadata) == "table" and dp.metadata or nil
+  if meta and meta.ayla_app == self.id then
+    ev.own, ev.caused_by = true, meta.ayla_rule
+    self.counters.own = self.counters.own + 1
+  end
+  -- The state before this event, for from/to and crossings.
+  local state = trigger.state_of(ev)
+  local prop = ev.type == "connectivity" and "$status" or ev.property
+  local prev, known, fresh = nil, false, true
+  if ev.dsn and prop and state ~= nil then
+    local old, taken = self.twin:update(ev.dsn, prop, state, ev.time)
+    if old then prev, known = old.value, true end
+    fresh = taken
+  end
+  if not fresh then return end -- older than what we know: no state change to react to
+  local hold_key = (ev.dsn or "*") .. "\0" .. (prop or "*")
+  for _, rule in ipairs(self:_candidates(ev)) do
+    if not rule.disabled then self:_offer(rule, ev, state, prev, known, hold_key) end
+  end
+end
+
+function App:_offer(rule, ev, state, prev, known, hold_key)
+  local trig = rule.trig
+  local holding = rule.holds[hold_key]
+  if holding and trig.stateful and not trig.holds(state) then
+    self.timers:cancel(holding.timer) -- the condition broke before the time was up
+    rule.holds[hold_key] = nil
+    holding = nil
+  end
+  if not trig.static(ev) then return end
+  if trig.stateful and not trig.edge(state, prev, known) then return end
+  if not self:_loop_check(rule, ev) then return end
+  if trig.hold then
+    if holding then return end -- already waiting: keep the first start
+    rule.holds[hold_key] = { timer = self.timers:add(self.clock.now() + trig.hold, function()
+      rule.holds[hold_key] = nil
+      if not rule.disabled then self:_fire(rule, ev) end
+    end) }
+    return
+  end
+  self:_fire(rule, ev)
+end
+
+-- ---- timers ------------------------------------------------------------------
+
+-- app:after(seconds, fn): fn(ctx) once.
+function App:after(seconds, fn)
+  check(type(seconds) == "number" and seconds >= 0, 2, "after(seconds, fn) expects seconds")
+  check(type(fn) == "function", 2, "after(seconds, fn) expects a function")
+  local t
+  t = self.timers:add(self.clock.now() + seconds, function()
+    self.counters.timers = self.counters.timers + 1
+    self:_run(nil, fn)
+  end)
+  return t
+end
+
+-- app:every(seconds, fn): fn(ctx) every `seconds`, first after one period.
+function App:every(seconds, fn)
+  check(type(seconds) == "number" and seconds > 0, 2, "every(seconds, fn) expects positive seconds")
+  check(type(fn) == "function", 2, "every(seconds, fn) expects a function")
+  local handle = {}
+  local function schedule(at)
+    handle.timer = self.timers:add(at, function()
+      self.counters.timers = self.counters.timers + 1
+      schedule(at + seconds) -- on a fixed grid: a slow callback does not drift it
+      self:_run(nil, fn)
+    end)
+  end
+  schedule(self.clock.now() + seconds)
+  return handle
+end
+
+-- app:at("07:30", fn): fn(ctx) every day at that local time.
+function App:at(hhmm, fn)
+  check(type(hhmm) == "string", 2, "at(\"HH:MM\", fn) expects a time of day")
+  local h, m = hhmm:match("^(%d%d?):(%d%d)$")
+  h, m = tonumber(h), tonumber(m)
+  check(h and m and h < 24 and m < 60, 2, "at expects \"HH:MM\" (00:00 to 23:59), not %q", hhmm)
+  check(type(fn) == "function", 2, "at(\"HH:MM\", fn) expects a function")
+  local handle = {}
+  local function schedule()
+    local wall = self.clock.wall()
+    local d = os.date("*t", math.floor(wall))
+    d.hour, d.min, d.sec = h, m, 0
+    local next_wall = os.time(d)
+    if next_wall <= wall then
+      d.day = d.day + 1
+      next_wall = os.time(d)
+    end
+    handle.timer = self.timers:add(self.clock.now() + (next_wall - wall), function()
+      self.counters.timers = self.counters.timers + 1
+      schedule()
+      self:_run(nil, fn)
+    end)
+  end
+  schedule()
+  return handle
+end
+
+function App:cancel(handle)
+  if handle then self.timers:cancel(handle.timer or handle) end
+end
+
+-- ---- the loop ----------------------------------------------------------------
+
+function App:_due()
+  local now = self.clock.now()
+  while true do
+    local t = self.timers:pop_due(now)
+    if not t then return end
+    t.fn()
+  end
+end
+
+-- Handles what is ready: events from the streams, due timers, rule tasks;
+-- waits up to `timeout` seconds when nothing was.
+function App:step(timeout)
+  local got = false
+  for _, s in ipairs(self.streams) do
+    for _ = 1, 1000 do -- bounded, so timers and tasks get their turn
+      local ev = s:next(0)
+      if not ev then break end
+      got = true
+      self:dispatch(ev)
+    end
+  end
+  self:_due()
+  local wait = got and 0 or (timeout or 0)
+  local next_at = self.timers:next_at()
+  if next_at then wait = math.max(0, math.min(wait, next_at - self.clock.now())) end
+  self.scheduler:step(wait)
+  self:_due()
+end
+
+-- Runs until app:stop() (from a rule, a timer or a signal handler) or until
+-- `seconds` pass.
+function App:run(seconds)
+  local deadline = seconds and self.clock.now() + seconds
+  self.running = true
+  while self.running do
+    if deadline and self.clock.now() >= deadline then break end
+    self:step(0.25)
+  end
+  self.running = false
+end
+
+function App:stop() self.running = false end
+
+function App:stats()
+  local out = {}
+  for k, v in pairs(self.counters) do out[k] = v end
+  out.rules, out.tasks, out.timers_pending = #self.rules, #self.scheduler.tasks, self.timers:count()
+  return out
+end
+
+function App:__tostring()
+  local active = 0
+  for _, r in ipairs(self.rules) do if not r.disabled then active = active + 1 end end
+  return ("ayla.App: %d rules (%d active), %d events, %d fired, %d failed"):format(#self.rules,
+    active, self.counters.events, self.counters.fired, self.counters.failures)
+end
+
+return M

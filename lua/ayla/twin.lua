@@ -1,0 +1,57 @@
+-- ayla.twin: the last known value of every device property, fed by
+-- datapoint events and REST reads, never overwritten by an older value.
+local event = require "ayla.event"
+
+local M = {}
+
+local Twin = { __name = "ayla.Twin" }
+Twin.__index = Twin
+
+function M.new()
+  return setmetatable({ devices = {}, online = {} }, Twin)
+end
+
+-- Records a value; returns the previous entry ({ value =, at = }) and
+-- whether the new one was taken (false when it is older than what we have).
+-- `at` is an ISO 8601 UTC time, which compares correctly as text.
+function Twin:update(dsn, prop, value, at)
+  local props = self.devices[dsn]
+  if not props then
+    props = {}
+    self.devices[dsn] = props
+  end
+  local old = props[prop]
+  if old and at and old.at and at < old.at then return old, false end
+  props[prop] = { value = value, at = at or (old and old.at) }
+  return old, true
+end
+
+function Twin:get(dsn, prop)
+  local e = self.devices[dsn] and self.devices[dsn][prop]
+  if e then return e.value, e.at end
+end
+
+-- The properties of one device as { name = value }.
+function Twin:device(dsn)
+  local out = {}
+  for name, e in pairs(self.devices[dsn] or {}) do out[name] = e.value end
+  return out
+end
+
+-- Reads every property of the given devices from the cloud (blocks or
+-- yields like every cloud call). Returns the number of values read, or nil
+-- and the first error.
+function Twin:seed(cloud, dsns)
+  local n = 0
+  for _, dsn in ipairs(dsns) do
+    local props, err = cloud:properties(dsn)
+    if not props then return nil, err end
+    for _, p in ipairs(props) do
+      self:update(dsn, p.name, event.typed_value(p.value, p.base_type), p.data_updated_at)
+      n = n + 1
+    end
+  end
+  return n
+end
+
+return M
