@@ -9,6 +9,7 @@
 #include "util.h"
 
 #include <libwebsockets.h>
+#include <sys/stat.h>
 #include <time.h>
 
 static int opt_field(lua_State *L, int t, const char *name, int type, const char *tname)
@@ -169,6 +170,17 @@ static int core_monotime(lua_State *L)
 	return 1;
 }
 
+/* core.mtime(path) -> modification time in seconds, or nil, message */
+static int core_mtime(lua_State *L)
+{
+	struct stat st;
+	const char *path = luaL_checkstring(L, 1);
+	if (stat(path, &st) != 0)
+		return luaL_fileresult(L, 0, path);
+	lua_pushnumber(L, (lua_Number)st.st_mtim.tv_sec + (lua_Number)st.st_mtim.tv_nsec / 1e9);
+	return 1;
+}
+
 /* core.sleep(seconds): blocks the calling thread (the I/O threads go on) */
 static int core_sleep(lua_State *L)
 {
@@ -189,6 +201,8 @@ int luaopen_ayla_core(lua_State *L)
 	lua_setfield(L, -2, "monotime");
 	lua_pushcfunction(L, core_sleep);
 	lua_setfield(L, -2, "sleep");
+	lua_pushcfunction(L, core_mtime);
+	lua_setfield(L, -2, "mtime");
 	lua_pushcfunction(L, core_wait_any);
 	lua_setfield(L, -2, "wait_any");
 	ayla_open_request(L);

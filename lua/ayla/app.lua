@@ -35,6 +35,7 @@ function M.new(opts)
   apps = apps + 1
   local self = setmetatable({
     id = ("app%d-%d"):format(apps, math.random(1 << 30)),
+    dry_run = opts.dry_run,
     cloud = opts.cloud,
     streams = opts.streams or { opts.stream },
     rules = {}, index = {}, twin = twin.new(), timers = timers.new(),
@@ -46,7 +47,8 @@ function M.new(opts)
     counters = { events = 0, fired = 0, failures = 0, disabled = 0, own = 0, timers = 0 },
     running = false,
   }, App)
-  self.scheduler = scheduler.new { on_error = function(task, err) self:_failed(task, err) end }
+  self.scheduler = scheduler.new { clock = self.clock,
+                                   on_error = function(task, err) self:_failed(task, err) end }
   if opts.seed and self.cloud then
     local n, err = self.twin:seed(self.cloud, opts.seed)
     if not n then return nil, "seeding the twin cache failed: " .. err end
@@ -63,6 +65,12 @@ Ctx.__index = Ctx
 -- event it causes comes back with ev.own = true and ev.caused_by = rule name.
 function Ctx:set(dsn, prop, value, opts)
   local app = self.app
+  local who = self.rule and self.rule.name or "timer"
+  app.log("action", ("%s: set %s/%s = %s"):format(who, tostring(dsn), tostring(prop), tostring(value)))
+  if app.dry_run then -- a replay: say what would be written, write nothing
+    app.dry_writes = (app.dry_writes or 0) + 1
+    return { id = ("dry-run-%d"):format(app.dry_writes), value = value, dry_run = true }
+  end
   check(app.cloud, 2, "this app has no cloud to write through (ayla.app{ cloud = ... })")
   local o = {}
   for k, v in pairs(opts or {}) do o[k] = v end
@@ -94,7 +102,7 @@ function App:_run(rule, fn, ...)
   local ctx = setmetatable({ app = self, rule = rule }, Ctx)
   local ev = ... -- rules get (ev, ctx), timers (ctx)
   self.scheduler:start({
-    name = rule and rule.name or "timer", budget = self.budget, owner = rule,
+    name = rule and rule.name or "timer", budget = self.budget, owner = rule, ctx = ctx,
     on_done = function() if rule then rule.consecutive = 0 end end,
   }, function()
     if rule then fn(ev, ctx) else fn(ctx) end
@@ -160,6 +168,27 @@ function App:on(event_type, filter, fn)
     add_to(by_type[d], trig.index.property, rule)
   end
   return rule
+end
+
+-- Takes a rule out: no more events, its holds and debounces cancelled.
+function App:remove(rule)
+  if rule.removed then return end
+  rule.removed, rule.disabled = true, rule.disabled or "removed"
+  for _, h in pairs(rule.holds) do self.timers:cancel(h.timer) end
+  rule.holds = {}
+  for _, by_dsn in pairs(self.index[rule.event_type] or {}) do
+    for _, list in pairs(by_dsn) do
+      for i = #list, 1, -1 do
+        if list[i] == rule then table.remove(list, i) end
+      end
+    end
+  end
+end
+
+-- The context of the rule or timer running now (nil outside one).
+function M.current_ctx()
+  local task = scheduler.current_task()
+  return task and task.ctx
 end
 
 function Rule:__tostring()

@@ -17,9 +17,12 @@ local task_of = setmetatable({}, { __mode = "k" })
 
 local WAIT = {} -- marks our own yields, so a task can tell them from others
 
+-- opts.clock: { now = function() end } for a virtual time (replays);
+-- opts.on_error(task, err): a task failed.
 function M.new(opts)
   opts = opts or {}
   return setmetatable({
+    clock = opts.clock or { now = core.monotime },
     tasks = {},       -- every live task, in creation order
     on_error = opts.on_error or function(task, err)
       io.stderr:write(("ayla: task %s failed: %s\n"):format(task.name, err))
@@ -40,7 +43,7 @@ end
 function Scheduler:start(opts, fn, ...)
   if type(fn) ~= "function" then error("spawn expects a function", 2) end
   local task = { co = coroutine.create(fn), name = opts.name or tostring(#self.tasks + 1),
-                 on_done = opts.on_done, owner = opts.owner }
+                 on_done = opts.on_done, owner = opts.owner, ctx = opts.ctx, sched = self }
   if opts.budget then debug.sethook(task.co, over_budget, "", opts.budget) end
   task_of[task.co] = task
   self.tasks[#self.tasks + 1] = task
@@ -74,7 +77,7 @@ end
 -- `timeout` seconds for the I/O thread or the next timer. Returns the
 -- number of live tasks.
 function Scheduler:step(timeout)
-  local now, ran, next_t = core.monotime(), false, math.huge
+  local now, ran, next_t = self.clock.now(), false, math.huge
   local live = {}
   for _, task in ipairs(self.tasks) do
     if not task.dead then
@@ -89,7 +92,7 @@ function Scheduler:step(timeout)
   end
   self.tasks = live
   if not ran and (timeout or 0) > 0 then -- with no task, still wait: callers loop on step
-    local wait = math.min(timeout, math.max(0, next_t - core.monotime()))
+    local wait = math.min(timeout, math.max(0, next_t - self.clock.now()))
     if wait > 0 then core.wait_any(wait) end
   end
   return #self.tasks
@@ -122,10 +125,11 @@ function M.await(request)
   while not request:wait(SLICE) do end
 end
 
--- Sleeps; yields inside a task, blocks elsewhere.
+-- Sleeps; yields inside a task (on its scheduler's clock), blocks elsewhere.
 function M.sleep(seconds)
-  if task_of[coroutine.running()] then
-    coroutine.yield(WAIT, { until_t = core.monotime() + seconds })
+  local task = task_of[coroutine.running()]
+  if task then
+    coroutine.yield(WAIT, { until_t = task.sched.clock.now() + seconds })
     return
   end
   local deadline = core.monotime() + seconds

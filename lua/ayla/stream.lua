@@ -59,6 +59,7 @@ local OPTIONS = {
   idle_timeout = "number", connect_timeout = "number", backoff = "table", resume = "boolean",
   queue_max = "number", queue_max_bytes = "number", drop_policy = "string",
   max_message = "number", reconnect = "boolean", renew = "function", on_close = "function",
+  raw = "boolean",
 }
 
 -- ayla.stream{ url = URL | region = R, deployment = D, key = KEY, ... }
@@ -130,7 +131,7 @@ function M.new(opts)
     parts.path)
   return setmetatable({ _core = c, url = shown, _key = redact(key), _bad_json = 0,
                         _closed = false, _renew = opts.renew, _core_opts = core_opts,
-                        _on_close = opts.on_close,
+                        _on_close = opts.on_close, _raw = opts.raw,
                         _renewals = 0, _renew_at = 0, _renew_failures = 0, _carry = nil },
                       Stream)
 end
@@ -196,7 +197,10 @@ function Stream:next(timeout)
     local payload = c:pop()
     if payload then
       local ev, err = event.decode(payload)
-      if ev then return ev end
+      if ev then
+        if self._raw then ev._raw = payload end -- as received, for recordings
+        return ev
+      end
       -- Counted and reported; the stream goes on.
       self._bad_json = self._bad_json + 1
       self._last_bad = err

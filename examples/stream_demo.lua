@@ -1,10 +1,7 @@
--- The zero-setup demo: the built-in simulator plays the documented DSS events,
--- a stream receives them, the server drops the socket halfway and the stream
--- resumes where it left off. Run it with ./dev demo (or lua5.4 examples/demo.lua
--- after ./dev build). AYLA_DEMO_SECONDS sets how long it runs (default 12).
---
--- The rules engine (ayla.app, ayla-rules) will take over this demo; until
--- then it shows the stream layer that the rules will stand on.
+-- The stream layer alone: the built-in simulator plays the documented DSS
+-- events, a stream receives them, the server drops the socket halfway and the
+-- stream resumes where it left off. Run with lua5.4 examples/stream_demo.lua
+-- after ./dev build. AYLA_DEMO_SECONDS sets how long it runs (default 12).
 local build = os.getenv("AYLA_BUILD_DIR") or "build"
 package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
 package.cpath = build .. "/?.so;" .. package.cpath

@@ -1,0 +1,451 @@
+-- ayla.runner: what the ayla-rules program does, in Lua: options, sandboxed
+-- rule files with hot reload, the connection (built-in simulator, a stream,
+-- or the cloud), replay with a virtual clock, recording, logs and status.
+-- The C host (csrc/ayla_rules_main.c) adds a memory cap and signals.
+local ayla = require "ayla"
+local app_mod = require "ayla.app"
+local cjson = require "cjson.safe"
+local core = require "ayla.core"
+
+local M = {}
+
+M.USAGE = [[
+usage: ayla-rules [options] RULES.lua...
+Runs rule files against the Ayla cloud's event stream (or the built-in
+simulator, or a recording).
+
+  --sim                  the built-in simulator with its demo fleet (the default
+                         when no --url, --region or --replay is given)
+  --replay FILE.jsonl    run offline over a recorded stream, on the events' own
+                         clock, printing what each rule did
+  --record FILE.jsonl    append every event received, as received
+  --url URL --key KEY    one stream (or AYLA_STREAM_URL, AYLA_STREAM_KEY)
+  --region R --deployment D
+                         the cloud (credentials from AYLA_EMAIL, AYLA_PASSWORD,
+                         AYLA_APP_ID, AYLA_APP_SECRET); subscriptions are made
+                         for --subscribe and deleted at exit
+  --subscribe TYPES      event types to subscribe to (default
+                         datapoint,datapointack,connectivity)
+  --oem-model M --dsn D  subscription scope (default * and *)
+  --config FILE          a Lua file returning a table of these options
+  --json                 log lines as JSON
+  --status SECONDS       a status line this often (default 60, 0: never);
+                         SIGUSR1 prints one at once
+  --duration SECONDS     stop after this long
+  --budget N             Lua instructions per callback (default 10000000)
+  --trust                rule files get the whole standard library
+  --memory MB            the runner's memory cap (default 256)
+  -h, --help
+SIGHUP reloads the rule files (they also reload when they change);
+SIGINT and SIGTERM stop.
+]]
+
+-- ---- options -------------------------------------------------------------------
+
+local FLAGS = {
+  ["--sim"] = "sim", ["--json"] = "json", ["--trust"] = "trust", ["-h"] = "help", ["--help"] = "help",
+}
+local VALUES = {
+  ["--replay"] = "replay", ["--record"] = "record", ["--url"] = "url", ["--key"] = "key",
+  ["--region"] = "region", ["--deployment"] = "deployment", ["--subscribe"] = "subscribe",
+  ["--oem-model"] = "oem_model", ["--dsn"] = "dsn", ["--config"] = "config", ["--status"] = "status",
+  ["--duration"] = "duration", ["--budget"] = "budget", ["--memory"] = "memory",
+  ["--replay-extra"] = "replay_extra",
+}
+local NUMBERS = { status = true, duration = true, budget = true, memory = true, replay_extra = true }
+
+function M.parse(argv)
+  local o = { files = {} }
+  local i = 1
+  while i <= #argv do
+    local a = argv[i]
+    if FLAGS[a] then
+      o[FLAGS[a]] = true
+    elseif VALUES[a] then
+      local v = argv[i + 1]
+      if v == nil then return nil, ("%s needs a value"):format(a) end
+      if NUMBERS[VALUES[a]] then
+        v = tonumber(v)
+        if not v then return nil, ("%s needs a number"):format(a) end
+      end
+      o[VALUES[a]] = v
+      i = i + 1
+    elseif a:sub(1, 1) == "-" then
+      return nil, ("unknown option %s (see --help)"):format(a)
+    else
+      o.files[#o.files + 1] = a
+    end
+    i = i + 1
+  end
+  if o.config then
+    local chunk, err = loadfile(o.config, "t", {})
+    if not chunk then return nil, "cannot read the config: " .. err end
+    local ok, t = pcall(chunk)
+    if not ok or type(t) ~= "table" then return nil, "the config must return a table" end
+    for k, v in pairs(t) do if o[k] == nil then o[k] = v end end
+  end
+  o.url = o.url or os.getenv("AYLA_STREAM_URL")
+  o.key = o.key or os.getenv("AYLA_STREAM_KEY")
+  if not o.help and #o.files == 0 then return nil, "no rule files given (see --help)" end
+  if not (o.url or o.region or o.replay) then o.sim = true end
+  return o
+end
+
+-- ---- logging ---------------------------------------------------------------------
+
+local function iso(t) return os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(t)) end
+
+function M.logger(o, clock, out)
+  out = out or io.stdout
+  return function(level, msg)
+    local when = iso(clock.wall())
+    if o.json then
+      out:write(cjson.encode { time = when, level = level, msg = msg }, "\n")
+    else
+      out:write(("%s %-6s %s\n"):format(when, level, msg))
+    end
+    out:flush()
+  end
+end
+
+-- ---- the sandbox -------------------------------------------------------------------
+
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+
+-- What a rule file sees: the rule API and the safe parts of the standard
+-- library. No io, os.execute, load, require, debug or package.
+local function sandbox(runner, file)
+  local app = runner.app
+  local env = {
+    assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs, pcall = pcall,
+    select = select, tonumber = tonumber, tostring = tostring, type = type, xpcall = xpcall,
+    rawequal = rawequal, rawget = rawget, rawlen = rawlen, rawset = rawset,
+    setmetatable = setmetatable,
+    getmetatable = function(v) -- not the shared string metatable
+      if type(v) == "string" then return nil end
+      return getmetatable(v)
+    end,
+    string = copy(string), table = copy(table), math = copy(math), utf8 = copy(utf8),
+    os = { time = os.time, date = os.date, clock = os.clock, difftime = os.difftime },
+    null = ayla.null,
+  }
+  env.string.dump = nil
+  local function keep(kind, handle)
+    file[kind][#file[kind] + 1] = handle
+    return handle
+  end
+  function env.on(...) return keep("rules", app:on(...)) end
+  function env.every(...) return keep("timers", app:every(...)) end
+  function env.after(...) return keep("timers", app:after(...)) end
+  function env.at(...) return keep("timers", app:at(...)) end
+  local function ctx(name)
+    local c = app_mod.current_ctx()
+    if not c then error(name .. "() can only be called inside a rule or a timer", 3) end
+    return c
+  end
+  function env.set(...) return ctx("set"):set(...) end
+  function env.get(...) return ctx("get"):get(...) end
+  function env.sleep(s) return ctx("sleep"):sleep(s) end
+  function env.twin(dsn, prop)
+    if prop == nil then return app.twin:device(dsn) end
+    return (app.twin:get(dsn, prop))
+  end
+  function env.log(fmt, ...)
+    local msg = select("#", ...) > 0 and tostring(fmt):format(...) or tostring(fmt)
+    local c = app_mod.current_ctx()
+    local who = c and (c.rule and c.rule.name or "timer") or file.name
+    runner.log("info", ("%s: %s"):format(who, msg))
+  end
+  env.print = function(...)
+    local parts = table.pack(...)
+    for i = 1, parts.n do parts[i] = tostring(parts[i]) end
+    env.log("%s", table.concat(parts, "\t"))
+  end
+  env._G = env
+  return env
+end
+
+-- ---- loading and reloading -----------------------------------------------------------
+
+local function teardown(app, handles)
+  for _, r in ipairs(handles.rules) do app:remove(r) end
+  for _, t in ipairs(handles.timers) do app:cancel(t) end
+end
+
+-- Loads (or reloads) one rule file. A file that fails keeps its previous
+-- version running. Returns true, or nil and why.
+function M.load(runner, path)
+  local name = path:match("([^/]+)$")
+  local fresh = { name = name, rules = {}, timers = {} }
+  local env = runner.opts.trust and setmetatable({}, { __index = _G }) or sandbox(runner, fresh)
+  if runner.opts.trust then
+    local api = sandbox(runner, fresh)
+    for _, k in ipairs { "on", "every", "after", "at", "set", "get", "sleep", "twin", "log" } do
+      env[k] = api[k]
+    end
+  end
+  local chunk, err = loadfile(path, "t", env)
+  local ok = chunk ~= nil
+  if ok then
+    -- The file's own top level runs under the same budget as a callback.
+    local budget = runner.opts.budget or 1e7
+    debug.sethook(function() error("instruction budget exceeded while loading", 2) end, "", budget)
+    ok, err = xpcall(chunk, debug.traceback)
+    debug.sethook()
+  end
+  if not ok then
+    teardown(runner.app, fresh)
+    local old = runner.files[path]
+    local why = ("%s did not load%s: %s"):format(name, old and " (the previous version keeps running)" or "",
+      tostring(err))
+    runner.log("error", why)
+    return nil, why
+  end
+  local old = runner.files[path]
+  if old then teardown(runner.app, old) end
+  fresh.mtime = core.mtime(path)
+  runner.files[path] = fresh
+  runner.log("info", ("%s %s: %d rules, %d timers"):format(old and "reloaded" or "loaded", name,
+    #fresh.rules, #fresh.timers))
+  return true
+end
+
+function M.reload_changed(runner, force)
+  for _, path in ipairs(runner.opts.files) do
+    local file = runner.files[path]
+    local mtime = core.mtime(path)
+    if force or (mtime and (not file or mtime ~= file.mtime)) then
+      M.load(runner, path)
+      if not runner.files[path] then -- keep trying this version only once
+        runner.files[path] = { name = path, rules = {}, timers = {}, mtime = mtime }
+      elseif runner.files[path].mtime ~= mtime then
+        runner.files[path].mtime = mtime
+      end
+    end
+  end
+end
+
+-- ---- status ----------------------------------------------------------------------------
+
+function M.status(runner)
+  local st = runner.app:stats()
+  local active = 0
+  for _, r in ipairs(runner.app.rules) do if not r.disabled then active = active + 1 end end
+  local hb, hba, rc, dr = 0, 0, 0, 0
+  for _, s in ipairs(runner.streams or {}) do
+    local ss = s:stats()
+    hb, hba, rc, dr = hb + ss.heartbeats, hba + ss.heartbeats_answered, rc + ss.reconnects, dr + ss.dropped
+  end
+  runner.log("status", ("events %d, rules %d active of %d, fired %d, failed %d, own writes %d, "
+    .. "heartbeats %d/%d, reconnects %d, dropped %d"):format(st.events, active, st.rules, st.fired,
+    st.failures, st.own, hba, hb, rc, dr))
+end
+
+-- ---- the connection ---------------------------------------------------------------------
+
+local function subscribe_all(runner, cloud)
+  local streams, subs = {}, {}
+  for t in (runner.opts.subscribe or "datapoint,datapointack,connectivity"):gmatch("[^,%s]+") do
+    local sub, err = cloud:subscribe { oem_model = runner.opts.oem_model or "*",
+                                       dsn = runner.opts.dsn or "*", subscription_type = t }
+    if not sub then return nil, err end
+    subs[#subs + 1] = sub
+    local s, serr = sub:stream { raw = runner.opts.record and true or nil }
+    if not s then return nil, serr end
+    streams[#streams + 1] = s
+  end
+  runner.subscriptions = subs
+  return streams
+end
+
+local function connect(runner)
+  local o = runner.opts
+  if o.sim then
+    runner.sim = assert(ayla.sim { behaviour_interval = 1, seed = 1, ack_delay = 0.2,
+                                   heartbeat_interval = 5 })
+    runner.cloud = assert(ayla.cloud(runner.sim:cloud_options()))
+    runner.log("info", ("the built-in simulator is serving %s (demo fleet, a device event every second)")
+      :format(runner.sim:http_url()))
+    return subscribe_all(runner, runner.cloud)
+  end
+  if o.region then
+    local cloud, err = ayla.cloud { region = o.region, deployment = o.deployment }
+    if not cloud then return nil, err end
+    runner.cloud = cloud
+    return subscribe_all(runner, cloud)
+  end
+  local s, err = ayla.stream { url = o.url, key = o.key, raw = o.record and true or nil }
+  if not s then return nil, err end
+  return { s }
+end
+
+local function record(runner, ev)
+  local raw = ev._raw
+  if not raw then return end
+  if not runner.record_file then
+    runner.record_file = assert(io.open(runner.opts.record, "a"))
+  end
+  local stamped = raw:gsub("^%s*{", ('{"_received_at":"%s",'):format(iso(os.time())), 1)
+  runner.record_file:write(stamped, "\n")
+  runner.record_file:flush()
+end
+
+-- ---- replay ----------------------------------------------------------------------------
+
+-- ISO 8601 UTC ("2018-09-24T10:25:14Z") to seconds since the epoch.
+function M.epoch(s)
+  local y, mo, d, h, mi, se = tostring(s):match("^(%d+)-(%d+)-(%d+)T(%d+):(%d+):(%d+)")
+  if not y then return nil end
+  -- days from civil (Howard Hinnant's algorithm): no dependence on the local zone
+  y, mo, d = tonumber(y), tonumber(mo), tonumber(d)
+  y = mo <= 2 and y - 1 or y
+  local era = y // 400
+  local yoe = y - era * 400
+  local doy = (153 * (mo + (mo > 2 and -3 or 9)) + 2) // 5 + d - 1
+  local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+  local days = era * 146097 + doe - 719468
+  return days * 86400 + tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(se)
+end
+
+local function event_time(ev, line_t)
+  local body = ev.datapoint or ev.connection or ev.location_event or ev.registration_event or {}
+  return M.epoch(line_t) or M.epoch(body.updated_at) or M.epoch(body.created_at)
+    or M.epoch(body.event_time) or M.epoch(body.registered_at) or M.epoch(body.unregistered_at)
+end
+
+function M.replay(runner)
+  local vt = nil
+  local app = runner.app
+  local function run_until(t)
+    while true do
+      local next_at = app.timers:next_at()
+      if not next_at or next_at > t then break end
+      vt = next_at
+      app:_due()
+      app.scheduler:step(0)
+    end
+    vt = math.max(vt or t, t)
+    app.scheduler:step(0)
+  end
+  runner.clock.now = function() return vt or 0 end
+  runner.clock.wall = function() return vt or 0 end
+  local n, lineno = 0, 0
+  for line in io.lines(runner.opts.replay) do
+    lineno = lineno + 1
+    if line:match("^%s*{") then
+      local t, err = cjson.decode(line)
+      if type(t) ~= "table" then
+        runner.log("error", ("%s:%d: not an event: %s"):format(runner.opts.replay, lineno, tostring(err)))
+      else
+        local received = t._received_at
+        t._received_at = nil
+        local ev = assert(ayla.decode(assert(cjson.encode(t))))
+        local when = event_time(ev, received)
+        if vt == nil then
+          vt = when or 0
+          M.start_timers(runner)
+        end
+        run_until(when or vt)
+        n = n + 1
+        runner.log("event", tostring(ev))
+        app:dispatch(ev)
+        app.scheduler:step(0)
+      end
+    end
+  end
+  if vt then run_until(vt + (runner.opts.replay_extra or 0)) end
+  return n
+end
+
+-- ---- main -------------------------------------------------------------------------------
+
+function M.start_timers(runner)
+  -- The rule files' timers start on the app's clock: load them once it runs.
+  if runner.loaded then return end
+  runner.loaded = true
+  M.reload_changed(runner, true)
+end
+
+-- host = { take_signal = function() return "hup" | "int" | "term" | "usr1" | nil end }
+function M.main(argv, host)
+  host = host or {}
+  local o, err = M.parse(argv)
+  if not o then
+    io.stderr:write("ayla-rules: ", err, "\n")
+    return 2
+  end
+  if o.help then
+    io.stdout:write(M.USAGE)
+    return 0
+  end
+  local clock = { now = core.monotime, wall = os.time }
+  local runner = { opts = o, files = {}, clock = clock }
+  runner.log = M.logger(o, clock)
+  runner.app = assert(ayla.app { clock = clock, budget = o.budget, log = runner.log,
+                                 dry_run = o.replay ~= nil })
+
+  if o.replay then
+    local n = M.replay(runner)
+    M.status(runner)
+    runner.log("info", ("replayed %d events"):format(n))
+    return 0
+  end
+
+  M.start_timers(runner)
+  local streams, cerr = connect(runner)
+  if not streams then
+    runner.log("error", "cannot connect: " .. tostring(cerr))
+    return 1
+  end
+  runner.streams = streams
+  runner.app.cloud = runner.cloud
+  runner.app.streams = {}
+  local start, last_status, last_check = core.monotime(), core.monotime(), core.monotime()
+  local period = o.status or 60
+  while true do
+    local sig = host.take_signal and host.take_signal()
+    if sig == "int" or sig == "term" then
+      runner.log("info", "stopping (signal)")
+      break
+    elseif sig == "hup" then
+      runner.log("info", "reloading the rule files (SIGHUP)")
+      M.reload_changed(runner, true)
+    elseif sig == "usr1" then
+      M.status(runner)
+    end
+    for _, s in ipairs(streams) do
+      for _ = 1, 1000 do
+        local ev = s:next(0)
+        if not ev then break end
+        if o.record then record(runner, ev) end
+        runner.log("event", tostring(ev))
+        runner.app:dispatch(ev)
+      end
+    end
+    runner.app:step(0.1)
+    local now = core.monotime()
+    if now - last_check >= 1 then
+      last_check = now
+      M.reload_changed(runner)
+    end
+    if period > 0 and now - last_status >= period then
+      last_status = now
+      M.status(runner)
+    end
+    if o.duration and now - start >= o.duration then break end
+  end
+  M.status(runner)
+  for _, sub in ipairs(runner.subscriptions or {}) do
+    if not o.sim then runner.cloud:unsubscribe(sub) end
+  end
+  for _, s in ipairs(streams) do s:close() end
+  if runner.record_file then runner.record_file:close() end
+  if runner.sim then runner.sim:stop() end
+  return 0
+end
+
+return M

@@ -1,0 +1,147 @@
+-- ayla-rules as a program: options, the sandbox and its escapes, budgets and
+-- the memory cap, hot reload, signals, recording, JSON logs.
+local cjson = require "cjson"
+
+local function rules_bin() return H.build .. "/ayla-rules" end
+
+local function write(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+end
+
+-- Runs ayla-rules to completion; returns its output and whether it exited 0.
+local function run(args)
+  local p = io.popen(("TZ=UTC %s %s 2>&1"):format(rules_bin(), args))
+  local out = p:read("a")
+  return out, p:close()
+end
+
+local REPLAY = "examples/replay/button_led.jsonl"
+
+describe("ayla-rules", function()
+  local dir
+  before_each(function() dir = H.tmpdir() end)
+  after_each(function() H.rmdir(dir) end)
+
+  it("explains its usage and refuses bad arguments", function()
+    local out, ok = run("--help")
+    assert.is_true(ok)
+    assert.matches("usage: ayla%-rules %[options%] RULES%.lua", out)
+    out, ok = run("")
+    assert.is_falsy(ok)
+    assert.matches("no rule files given", out)
+    out, ok = run("--bogus x.lua")
+    assert.is_falsy(ok)
+    assert.matches("unknown option %-%-bogus", out)
+  end)
+
+  it("gives rule files no way out of the sandbox", function()
+    write(dir .. "/escape.lua", [[
+      log("io=%s os.execute=%s os.exit=%s load=%s loadfile=%s dofile=%s require=%s debug=%s package=%s",
+        type(io), type(os.execute), type(os.exit), type(load), type(loadfile), type(dofile),
+        type(require), type(debug), type(package))
+      log("string metatable=%s string.dump=%s", type(getmetatable("")), type(string.dump))
+      log("set at load: %s", select(2, pcall(set, "D", "p", 1)))
+    ]])
+    local out = run(("--replay %s %s/escape.lua"):format(REPLAY, dir))
+    assert.matches("io=nil os.execute=nil os.exit=nil load=nil loadfile=nil dofile=nil require=nil "
+      .. "debug=nil package=nil", out)
+    assert.matches("string metatable=nil string.dump=nil", out)
+    assert.matches("set at load: .*set%(%) can only be called inside a rule or a timer", out)
+  end)
+
+  it("stops runaway loops and memory bombs, and keeps the other rules going", function()
+    write(dir .. "/bad.lua", [[
+      on("datapoint", { name = "spin" }, function() while true do end end)
+      on("datapoint", { name = "bomb" }, function() local s = ("x"):rep(1 << 20):rep(1 << 10) end)
+      on("datapoint", { name = "fine" }, function(ev) log("still here for %s", ev.dsn) end)
+    ]])
+    write(dir .. "/loops_at_load.lua", "while true do end")
+    local out, ok = run(("--memory 64 --budget 1000000 --replay %s %s/bad.lua %s/loops_at_load.lua")
+      :format(REPLAY, dir, dir))
+    assert.is_true(ok)
+    assert.matches("rule spin failed %(1 in a row%): .*instruction budget exceeded", out)
+    assert.matches("rule bomb failed %(1 in a row%): .*not enough memory", out)
+    assert.matches("fine: still here for AC000W000000001", out)
+    assert.matches("loops_at_load%.lua did not load: .*instruction budget exceeded while loading", out)
+  end)
+
+  it("prints JSON lines with --json", function()
+    local out, ok = run(("--json --replay %s examples/rules/button_led.lua"):format(REPLAY))
+    assert.is_true(ok)
+    local levels = {}
+    for line in out:gmatch("[^\n]+") do
+      local t = cjson.decode(line)
+      assert.is_string(t.time)
+      levels[t.level] = true
+    end
+    assert.is_true(levels.event and levels.action and levels.status and levels.info)
+  end)
+
+  describe("running live against the built-in simulator", function()
+    local pid, log
+
+    local function start(args)
+      log = dir .. "/log"
+      local p = io.popen(("sh -c 'echo $$; exec %s %s > %s 2>&1' &"):format(rules_bin(), args, log))
+      pid = p:read("l")
+      p:close()
+      assert(H.wait_until(function()
+        local f = io.open(log)
+        local text = f and f:read("a") or ""
+        if f then f:close() end
+        return text:find("simulator is serving", 1, true)
+      end, 10), "ayla-rules did not start")
+    end
+
+    local function wait_log(pattern, timeout)
+      return H.wait_until(function() return H.read_file(log):match(pattern) end, timeout or 10)
+    end
+
+    after_each(function()
+      if pid then os.execute("kill -9 " .. pid .. " 2>/dev/null") end
+      pid = nil
+    end)
+
+    it("reloads a changed file, keeps the old version when the new one is broken, "
+      .. "reloads on SIGHUP and stops on SIGTERM", function()
+      local rules = dir .. "/r.lua"
+      write(rules, [[on("datapoint", { name = "v1" }, function() end)]])
+      start("--sim --status 0 " .. rules)
+      assert(wait_log("loaded r%.lua: 1 rules"))
+      H.sleep(1.1) -- a different mtime
+      write(rules, [[on("datapoint", { name = "v2a" }, function() end)
+                     on("datapoint", { name = "v2b" }, function() end)]])
+      assert(wait_log("reloaded r%.lua: 2 rules"))
+      H.sleep(1.1)
+      write(rules, [[on("datapoint", {}, function() end]]) -- a syntax error
+      assert(wait_log("r%.lua did not load %(the previous version keeps running%)"))
+      os.execute("kill -HUP " .. pid)
+      assert(wait_log("reloading the rule files %(SIGHUP%)"))
+      os.execute("kill -USR1 " .. pid)
+      assert(wait_log("status +events %d+, rules 2 active of %d+"))
+      os.execute("kill -TERM " .. pid)
+      assert(wait_log("stopping %(signal%)"))
+      assert(H.wait_until(function() return not H.sh("kill -0 " .. pid .. " 2>/dev/null") end, 10))
+      pid = nil
+    end)
+
+    it("records the stream so that it can be replayed", function()
+      local rec = dir .. "/rec.jsonl"
+      write(dir .. "/r.lua", [[on("datapoint", { name = "seen" }, function(ev) log("saw %s", ev.dsn) end)]])
+      start(("--sim --status 0 --record %s %s/r.lua"):format(rec, dir))
+      assert(wait_log("saw %S+", 15))
+      os.execute("kill -TERM " .. pid)
+      assert(wait_log("stopping"))
+      pid = nil
+      local first = H.read_file(rec):match("^[^\n]+")
+      local t = cjson.decode(first)
+      assert.matches("^%d%d%d%d%-%d%d%-%d%dT", t._received_at)
+      assert.is_string(t.metadata.event_type)
+      local out, ok = run(("--replay %s %s/r.lua"):format(rec, dir))
+      assert.is_true(ok)
+      assert.matches("saw %S+", out)
+    end)
+  end)
+end)
