@@ -124,7 +124,14 @@ local function sandbox(runner, file)
     assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs, pcall = pcall,
     select = select, tonumber = tonumber, tostring = tostring, type = type, xpcall = xpcall,
     rawequal = rawequal, rawget = rawget, rawlen = rawlen, rawset = rawset,
-    setmetatable = setmetatable,
+    setmetatable = function(t, mt)
+      -- A finalizer would run wherever the collector happens to be, outside
+      -- any rule's budget: a way out of the sandbox.
+      if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
+        error("__gc metamethods are not allowed in rule files", 2)
+      end
+      return setmetatable(t, mt)
+    end,
     getmetatable = function(v) -- not the shared string metatable
       if type(v) == "string" then return nil end
       return getmetatable(v)
@@ -361,6 +368,29 @@ function M.replay(runner)
   return n
 end
 
+-- Fills the twin cache from REST for the devices in scope, so that rules
+-- read current values from the start.
+function M.seed(runner)
+  local o = runner.opts
+  local devices, err = runner.cloud:devices()
+  if not devices then
+    runner.log("error", "cannot read the devices for the twin cache: " .. tostring(err))
+    return
+  end
+  local dsns = {}
+  for _, d in ipairs(devices) do
+    local model_ok = not o.oem_model or o.oem_model == "*" or o.oem_model == d.oem_model
+    local dsn_ok = not o.dsn or o.dsn == "*" or o.dsn == d.dsn
+    if model_ok and dsn_ok then dsns[#dsns + 1] = d.dsn end
+  end
+  local n, serr = runner.app.twin:seed(runner.cloud, dsns)
+  if not n then
+    runner.log("error", "seeding the twin cache failed: " .. tostring(serr))
+  else
+    runner.log("info", ("twin cache: %d values from %d devices"):format(n, #dsns))
+  end
+end
+
 -- ---- main -------------------------------------------------------------------------------
 
 function M.start_timers(runner)
@@ -403,6 +433,7 @@ function M.main(argv, host)
   end
   runner.streams = streams
   runner.app.cloud = runner.cloud
+  if runner.cloud then M.seed(runner) end
   runner.app.streams = {}
   local start, last_status, last_check = core.monotime(), core.monotime(), core.monotime()
   local period = o.status or 60
