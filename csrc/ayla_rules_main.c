@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int luaopen_ayla_core(lua_State *L);
 
@@ -81,16 +82,18 @@ static void warn_off(void *ud, const char *msg, int tocont)
 	(void)ud, (void)msg, (void)tocont;
 }
 
-/* Where the ayla Lua files are: AYLA_LUA_DIR, then the build's source tree,
- * then the installed share directory. */
+/* Where the ayla Lua files are: AYLA_LUA_DIR if set; else the source tree
+ * this binary was built from while it exists (a development build), else
+ * the directory they were installed to. */
 static void set_path(lua_State *L)
 {
 	const char *dir = getenv("AYLA_LUA_DIR");
+	if (!dir)
+		dir = access(AYLA_SOURCE_LUA "/ayla/init.lua", R_OK) == 0 ? AYLA_SOURCE_LUA
+									   : AYLA_INSTALL_LUA;
 	lua_getglobal(L, "package");
 	lua_getfield(L, -1, "path");
-	lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;" AYLA_SOURCE_LUA "/?.lua;" AYLA_SOURCE_LUA
-			   "/?/init.lua;" AYLA_INSTALL_LUA "/?.lua;" AYLA_INSTALL_LUA "/?/init.lua;%s",
-			dir ? dir : ".", dir ? dir : ".", lua_tostring(L, -1));
+	lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", dir, dir, lua_tostring(L, -1));
 	lua_setfield(L, -3, "path");
 	lua_pop(L, 2);
 }
