@@ -69,6 +69,45 @@ describe("ayla-rules", function()
     assert.matches("loops_at_load%.lua did not load: .*instruction budget exceeded while loading", out)
   end)
 
+  it("opens the whole standard library with --trust, and only then", function()
+    write(dir .. "/t.lua", [[log("io=%s require=%s", type(io), type(require))]])
+    local out = run(("--trust --replay %s %s/t.lua"):format(REPLAY, dir))
+    assert.matches("io=table require=function", out)
+    out = run(("--replay %s %s/t.lua"):format(REPLAY, dir))
+    assert.matches("io=nil require=nil", out)
+  end)
+
+  it("connects to a stream given by --url and --key, or by a --config file", function()
+    local sim_out = dir .. "/sim.out"
+    local sim = assert(io.popen(("sh -c 'echo $$; exec %s/ayla-sim --key k123 --behave 0.1 "
+      .. "--heartbeat 1 > %s'"):format(H.build, sim_out)))
+    local sim_pid = sim:read("l")
+    finally(function()
+      os.execute("kill " .. sim_pid)
+      sim:close()
+    end)
+    local url = H.wait_until(function()
+      local f = io.open(sim_out) -- it appears once the shell has exec'd the simulator
+      local text = f and f:read("a") or ""
+      if f then f:close() end
+      return text:match("url (%S+)")
+    end, 5)
+    assert(url, "ayla-sim did not start")
+    write(dir .. "/r.lua", [[on("*", { name = "any" }, function(ev) log("got %s", ev.type) end)]])
+    local out, ok = run(("--url %s --key k123 --duration 2 --status 0 %s/r.lua"):format(url, dir))
+    assert.is_true(ok)
+    assert.matches("any: got %a+", out)
+    write(dir .. "/config.lua",
+      ("return { url = %q, key = %q, duration = 2, status = 0 }"):format(url, "k123"))
+    out, ok = run(("--config %s/config.lua %s/r.lua"):format(dir, dir))
+    assert.is_true(ok)
+    assert.matches("any: got %a+", out)
+    out = run(("--url %s --key wrong --duration 2 --status 0 %s/r.lua"):format(url, dir))
+    assert.is_nil(out:find("any: got", 1, true))
+    assert.matches("error  stream ws://127%.0%.0%.1:%d+/stream is refused: stream key refused by the "
+      .. "server %(HTTP 401%)", out)
+  end)
+
   it("prints JSON lines with --json", function()
     local out, ok = run(("--json --replay %s examples/rules/button_led.lua"):format(REPLAY))
     assert.is_true(ok)

@@ -448,7 +448,15 @@ function M.main(argv, host)
     elseif sig == "usr1" then
       M.status(runner)
     end
-    for _, s in ipairs(streams) do
+    for i, s in ipairs(streams) do
+      local state, why = s:status()
+      if state ~= (runner.states or {})[i] then -- say when a stream opens, drops or is refused
+        runner.states = runner.states or {}
+        runner.states[i] = state
+        local bad = state == "refused" or state == "ended" or (state == "backoff" and why)
+        runner.log(bad and "error" or "info", ("stream %s is %s%s"):format(s.url, state,
+          why and (": " .. why) or ""))
+      end
       for _ = 1, 1000 do
         local ev = s:next(0)
         if not ev then break end
