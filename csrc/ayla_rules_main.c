@@ -25,6 +25,8 @@ static void on_signal(int sig)
 		got_hup = 1;
 	else if (sig == SIGUSR1)
 		got_usr1 = 1;
+	else if (got_stop)
+		_exit(128 + sig); /* a second stop: the runner is stuck (a C-level loop) */
 	else
 		got_stop = 1;
 }

@@ -97,6 +97,7 @@ function Ctx:log(fmt, ...)
 end
 
 function App:_run(rule, fn, ...)
+  if rule and rule.removed then return end
   if rule then rule.fired = rule.fired + 1 end
   self.counters.fired = self.counters.fired + 1
   local ctx = setmetatable({ app = self, rule = rule }, Ctx)
@@ -174,6 +175,9 @@ end
 function App:remove(rule)
   if rule.removed then return end
   rule.removed, rule.disabled = true, rule.disabled or "removed"
+  for i = #self.rules, 1, -1 do
+    if self.rules[i] == rule then table.remove(self.rules, i) end
+  end
   for _, h in pairs(rule.holds) do self.timers:cancel(h.timer) end
   rule.holds = {}
   for _, by_dsn in pairs(self.index[rule.event_type] or {}) do
@@ -224,44 +228,63 @@ function App:_candidates(ev)
 end
 
 -- Loop guard: a rule fired by events its own writes caused, too often.
+-- Loop guard: rules fired again and again by this app's own writes, whether
+-- one rule re-triggers itself or several rules answer each other.
 function App:_loop_check(rule, ev)
-  if not (ev.own and ev.caused_by == rule.name) then return true end
-  local now, hits = self.clock.now(), rule.own_hits
-  hits[#hits + 1] = now
-  while hits[1] and hits[1] < now - self.loop.within do table.remove(hits, 1) end
-  if #hits >= self.loop.count then
+  if not ev.own then return true end
+  local now, within = self.clock.now(), self.loop.within
+  local function count(hits)
+    hits[#hits + 1] = now
+    while hits[1] and hits[1] < now - within do table.remove(hits, 1) end
+    return #hits
+  end
+  if ev.caused_by == rule.name and count(rule.own_hits) >= self.loop.count then
     self:_disable(rule, ("it re-triggered itself %d times within %g s through its own writes "
-      .. "(a loop?)"):format(#hits, self.loop.within))
+      .. "(a loop?)"):format(#rule.own_hits, within))
+    return false
+  end
+  local key = (ev.dsn or "?") .. "/" .. (ev.property or "?")
+  self.own_hits = self.own_hits or {}
+  self.own_hits[key] = self.own_hits[key] or {}
+  if count(self.own_hits[key]) >= 2 * self.loop.count then
+    self:_disable(rule, ("rules keep answering each other's writes to %s (%d within %g s: a loop?)")
+      :format(key, #self.own_hits[key], within))
     return false
   end
   return true
 end
 
 -- Rate limit and debounce, per rule and device; then run.
+-- The rate limit, per rule and device: true if the rule may fire now.
+function App:_rate_ok(rule, key)
+  local rate = rule.trig.rate
+  if not rate then return true end
+  local now, times = self.clock.now(), rule.recent[key] or {}
+  while times[1] and times[1] <= now - rate.per do table.remove(times, 1) end
+  if #times >= rate.max then
+    rule.skipped = rule.skipped + 1
+    rule.recent[key] = times
+    return false
+  end
+  times[#times + 1] = now
+  rule.recent[key] = times
+  return true
+end
+
+-- Debounce, then the rate limit; then run.
 function App:_fire(rule, ev)
   local key = ev.dsn or "*"
-  local rate = rule.trig.rate
-  if rate then
-    local now, times = self.clock.now(), rule.recent[key] or {}
-    rule.recent[key] = times
-    while times[1] and times[1] <= now - rate.per do table.remove(times, 1) end
-    if #times >= rate.max then
-      rule.skipped = rule.skipped + 1
-      return
-    end
-    times[#times + 1] = now
-  end
   if rule.trig.debounce then
     local slot = "debounce\0" .. key
     local h = rule.holds[slot]
     if h then self.timers:cancel(h.timer) end
     rule.holds[slot] = { timer = self.timers:add(self.clock.now() + rule.trig.debounce, function()
       rule.holds[slot] = nil
-      if not rule.disabled then self:_run(rule, rule.fn, ev) end
+      if not rule.disabled and self:_rate_ok(rule, key) then self:_run(rule, rule.fn, ev) end
     end) }
     return
   end
-  self:_run(rule, rule.fn, ev)
+  if self:_rate_ok(rule, key) then self:_run(rule, rule.fn, ev) end
 end
 
 -- Processes one event: the twin cache, then every rule that matches.
@@ -277,7 +300,8 @@ function App:dispatch(ev)
   local state = trigger.state_of(ev)
   local prop = ev.type == "connectivity" and "$status" or ev.property
   local prev, known, fresh = nil, false, true
-  if ev.dsn and prop and state ~= nil then
+  if ev.dsn and prop and state ~= nil and ev.type ~= "datapointack" then
+    -- (an ack confirms a write; the datapoint event already carried the value)
     local old, taken = self.twin:update(ev.dsn, prop, state, ev.time)
     if old then prev, known = old.value, true end
     fresh = taken
@@ -292,10 +316,17 @@ end
 function App:_offer(rule, ev, state, prev, known, hold_key)
   local trig = rule.trig
   local holding = rule.holds[hold_key]
-  if holding and trig.stateful and not trig.holds(state) then
-    self.timers:cancel(holding.timer) -- the condition broke before the time was up
-    rule.holds[hold_key] = nil
-    holding = nil
+  if trig.stateful and not trig.holds(state) then
+    if holding then
+      self.timers:cancel(holding.timer) -- the condition broke before the time was up
+      rule.holds[hold_key] = nil
+      holding = nil
+    end
+    local pending = rule.holds["debounce\0" .. (ev.dsn or "*")]
+    if pending and (trig.hold or trig.is_conditional) then -- nor may a debounced firing go out
+      self.timers:cancel(pending.timer)
+      rule.holds["debounce\0" .. (ev.dsn or "*")] = nil
+    end
   end
   if not trig.static(ev) then return end
   if trig.stateful and not trig.edge(state, prev, known) then return end
@@ -333,7 +364,12 @@ function App:every(seconds, fn)
   local function schedule(at)
     handle.timer = self.timers:add(at, function()
       self.counters.timers = self.counters.timers + 1
-      schedule(at + seconds) -- on a fixed grid: a slow callback does not drift it
+      -- On a fixed grid, so a slow callback does not drift it; periods missed
+      -- while the app was stalled are skipped, not run in a burst.
+      local nxt = at + seconds
+      local now = self.clock.now()
+      if nxt <= now then nxt = at + seconds * (math.floor((now - at) / seconds) + 1) end
+      schedule(nxt)
       self:_run(nil, fn)
     end)
   end
@@ -352,10 +388,10 @@ function App:at(hhmm, fn)
   local function schedule()
     local wall = self.clock.wall()
     local d = os.date("*t", math.floor(wall))
-    d.hour, d.min, d.sec = h, m, 0
+    d.hour, d.min, d.sec, d.isdst = h, m, 0, nil -- let os.time decide summer time
     local next_wall = os.time(d)
     if next_wall <= wall then
-      d.day = d.day + 1
+      d.day, d.isdst = d.day + 1, nil
       next_wall = os.time(d)
     end
     handle.timer = self.timers:add(self.clock.now() + (next_wall - wall), function()
@@ -375,9 +411,9 @@ end
 -- ---- the loop ----------------------------------------------------------------
 
 function App:_due()
-  local now = self.clock.now()
+  local now, upto = self.clock.now(), self.timers:mark()
   while true do
-    local t = self.timers:pop_due(now)
+    local t = self.timers:pop_due(now, upto)
     if not t then return end
     t.fn()
   end

@@ -6,6 +6,7 @@ local ayla = require "ayla"
 local app_mod = require "ayla.app"
 local cjson = require "cjson.safe"
 local core = require "ayla.core"
+local scheduler = require "ayla.scheduler"
 
 local M = {}
 
@@ -87,6 +88,10 @@ function M.parse(argv)
   o.url = o.url or os.getenv("AYLA_STREAM_URL")
   o.key = o.key or os.getenv("AYLA_STREAM_KEY")
   if not o.help and #o.files == 0 then return nil, "no rule files given (see --help)" end
+  if o.budget ~= nil then
+    o.budget = math.tointeger(o.budget)
+    if not o.budget or o.budget < 1000 then return nil, "--budget takes a whole number of at least 1000" end
+  end
   if not (o.url or o.region or o.replay) then o.sim = true end
   return o
 end
@@ -116,39 +121,154 @@ local function copy(t)
   return c
 end
 
+-- A read-only view of a table (events are shared by every rule that sees
+-- them: one rule must not change what the next one reads).
+local function read_only(t, views)
+  if type(t) ~= "table" then return t end
+  local v = views[t]
+  if v then return v end
+  v = setmetatable({}, {
+    __index = function(_, k) return read_only(t[k], views) end,
+    __newindex = function() error("events are read-only", 2) end,
+    __len = function() return #t end,
+    __pairs = function()
+      return function(_, k)
+        local nk, nv = next(t, k)
+        return nk, read_only(nv, views)
+      end, nil, nil
+    end,
+    __tostring = function() return tostring(t) end,
+    __metatable = false,
+  })
+  views[t] = v
+  return v
+end
+
+-- Patterns whose backtracking can run for hours inside C, where no budget
+-- reaches: refuse those with more than two "match anything" repetitions
+-- (.- .* .+); "%d+" and the like stay allowed.
+local function pattern_guard(fn)
+  return function(subject, pattern, ...)
+    if type(pattern) == "string" then
+      local _, n = pattern:gsub("%%.", ""):gsub("%.[%*%-%+]", "") -- escapes dropped first
+      if n > 2 then
+        error("patterns with more than two .- .* or .+ are not allowed in rule files", 2)
+      end
+    end
+    return fn(subject, pattern, ...)
+  end
+end
+
+-- What a callback's second argument is in a rule file: the actions, and no
+-- way to the engine (its cloud holds credentials).
+function M.ctx_proxy(ctx)
+  if not ctx then return nil end
+  return setmetatable({
+    set = function(_, ...) return ctx:set(...) end,
+    get = function(_, ...) return ctx:get(...) end,
+    sleep = function(_, s) return ctx:sleep(s) end,
+    twin = function(_, dsn, prop) return ctx:twin(dsn, prop) end,
+    log = function(_, ...) return ctx:log(...) end,
+  }, { __metatable = false, __newindex = function() error("ctx is read-only", 2) end })
+end
+
 -- What a rule file sees: the rule API and the safe parts of the standard
--- library. No io, os.execute, load, require, debug or package.
+-- library. No io, os.execute, load, require, debug, package, coroutine, the
+-- engine's own objects, or metatables the file did not set itself.
 local function sandbox(runner, file)
   local app = runner.app
+  local budget = runner.opts.budget or 1e7
+  local own_mts = setmetatable({}, { __mode = "k" }) -- metatables this file set
+  local handles = setmetatable({}, { __mode = "k" }) -- opaque handle -> timer
+  local function live()
+    if file.retired then error("this version of " .. file.name .. " was replaced by a reload", 3) end
+  end
+  -- pcall and xpcall that cannot swallow a spent budget
+  local function passthrough(ok, ...)
+    if not ok and (...) == scheduler.BUDGET then error(scheduler.BUDGET, 0) end
+    return ok, ...
+  end
   local env = {
-    assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs, pcall = pcall,
-    select = select, tonumber = tonumber, tostring = tostring, type = type, xpcall = xpcall,
+    assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs,
+    select = select, tonumber = tonumber, tostring = tostring, type = type,
     rawequal = rawequal, rawget = rawget, rawlen = rawlen, rawset = rawset,
+    pcall = function(...) return passthrough(pcall(...)) end,
+    xpcall = function(f, h, ...) return passthrough(xpcall(f, h, ...)) end,
     setmetatable = function(t, mt)
       -- A finalizer would run wherever the collector happens to be, outside
       -- any rule's budget: a way out of the sandbox.
       if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
         error("__gc metamethods are not allowed in rule files", 2)
       end
+      if type(mt) == "table" then own_mts[mt] = true end
       return setmetatable(t, mt)
     end,
-    getmetatable = function(v) -- not the shared string metatable
-      if type(v) == "string" then return nil end
-      return getmetatable(v)
+    getmetatable = function(v) -- only metatables this file set itself
+      local mt = getmetatable(v)
+      if type(mt) == "table" and own_mts[mt] then return mt end
+      return nil
     end,
     string = copy(string), table = copy(table), math = copy(math), utf8 = copy(utf8),
-    os = { time = os.time, date = os.date, clock = os.clock, difftime = os.difftime },
+    os = {
+      clock = os.clock, difftime = os.difftime,
+      -- on the app's clock: a replay's time, not the host's
+      time = function(t)
+        if t then return os.time(t) end
+        return math.floor(runner.clock.wall())
+      end,
+      date = function(f, t) return os.date(f, t or math.floor(runner.clock.wall())) end,
+    },
     null = ayla.null,
   }
   env.string.dump = nil
-  local function keep(kind, handle)
-    file[kind][#file[kind] + 1] = handle
-    return handle
+  for _, k in ipairs { "find", "match", "gmatch", "gsub" } do env.string[k] = pattern_guard(string[k]) end
+  -- A predicate in a filter runs during dispatch: give it the budget too.
+  local function guarded(pred)
+    if type(pred) ~= "function" then return pred end
+    return function(v)
+      local ok, r = scheduler.run_budgeted(budget, pred, v)
+      if not ok then
+        runner.log("error", ("a filter of %s failed: %s"):format(file.name, scheduler.describe(r)))
+        return false
+      end
+      return r
+    end
   end
-  function env.on(...) return keep("rules", app:on(...)) end
-  function env.every(...) return keep("timers", app:every(...)) end
-  function env.after(...) return keep("timers", app:after(...)) end
-  function env.at(...) return keep("timers", app:at(...)) end
+  function env.on(event_type, filter, fn)
+    live()
+    if type(filter) == "function" and fn == nil then filter, fn = nil, filter end
+    if type(fn) ~= "function" then error("on(event_type, filter, fn) expects a function", 2) end
+    if filter ~= nil and type(filter) ~= "table" then error("the filter must be a table", 2) end
+    local f = {}
+    for k, v in pairs(filter or {}) do f[k] = guarded(v) end
+    local rule = app:on(event_type, f, function(ev, ctx)
+      return fn(read_only(ev, {}), M.ctx_proxy(ctx))
+    end)
+    file.rules[#file.rules + 1] = rule
+    return nil -- nothing of the engine leaks out
+  end
+  local function timer(kind)
+    return function(a, fn)
+      live()
+      if type(fn) ~= "function" then error(kind .. " expects a function", 2) end
+      local h = {}
+      local t = app[kind](app, a, function(ctx)
+        if kind == "after" then file.timers[h] = nil end -- fired: forget it
+        return fn(M.ctx_proxy(ctx))
+      end)
+      handles[h] = t
+      file.timers[h] = t
+      return h
+    end
+  end
+  env.every, env.after, env.at = timer("every"), timer("after"), timer("at")
+  function env.cancel(h)
+    local t = handles[h]
+    if t then
+      app:cancel(t)
+      file.timers[h] = nil
+    end
+  end
   local function ctx(name)
     local c = app_mod.current_ctx()
     if not c then error(name .. "() can only be called inside a rule or a timer", 3) end
@@ -158,7 +278,7 @@ local function sandbox(runner, file)
   function env.get(...) return ctx("get"):get(...) end
   function env.sleep(s) return ctx("sleep"):sleep(s) end
   function env.twin(dsn, prop)
-    if prop == nil then return app.twin:device(dsn) end
+    if prop == nil then return read_only(app.twin:device(dsn), {}) end
     return (app.twin:get(dsn, prop))
   end
   function env.log(fmt, ...)
@@ -178,20 +298,21 @@ end
 
 -- ---- loading and reloading -----------------------------------------------------------
 
-local function teardown(app, handles)
-  for _, r in ipairs(handles.rules) do app:remove(r) end
-  for _, t in ipairs(handles.timers) do app:cancel(t) end
+local function teardown(app, file)
+  file.retired = true -- its running callbacks can no longer register anything
+  for _, r in ipairs(file.rules) do app:remove(r) end
+  for _, t in pairs(file.timers) do app:cancel(t) end
 end
 
 -- Loads (or reloads) one rule file. A file that fails keeps its previous
 -- version running. Returns true, or nil and why.
 function M.load(runner, path)
   local name = path:match("([^/]+)$")
-  local fresh = { name = name, rules = {}, timers = {} }
+  local fresh = { name = name, rules = {}, timers = {} } -- timers: handle -> timer
   local env = runner.opts.trust and setmetatable({}, { __index = _G }) or sandbox(runner, fresh)
   if runner.opts.trust then
     local api = sandbox(runner, fresh)
-    for _, k in ipairs { "on", "every", "after", "at", "set", "get", "sleep", "twin", "log" } do
+    for _, k in ipairs { "on", "every", "after", "at", "cancel", "set", "get", "sleep", "twin", "log" } do
       env[k] = api[k]
     end
   end
@@ -200,9 +321,11 @@ function M.load(runner, path)
   if ok then
     -- The file's own top level runs under the same budget as a callback.
     local budget = runner.opts.budget or 1e7
-    debug.sethook(function() error("instruction budget exceeded while loading", 2) end, "", budget)
-    ok, err = xpcall(chunk, debug.traceback)
-    debug.sethook()
+    ok, err = scheduler.run_budgeted(budget, function()
+      local done, e = xpcall(chunk, function(x) return debug.traceback(scheduler.describe(x), 2) end)
+      if not done then error(e, 0) end
+    end)
+    if not ok then err = scheduler.describe(err) end
   end
   if not ok then
     teardown(runner.app, fresh)
@@ -216,8 +339,10 @@ function M.load(runner, path)
   if old then teardown(runner.app, old) end
   fresh.mtime = core.mtime(path)
   runner.files[path] = fresh
+  local timers = 0
+  for _ in pairs(fresh.timers) do timers = timers + 1 end
   runner.log("info", ("%s %s: %d rules, %d timers"):format(old and "reloaded" or "loaded", name,
-    #fresh.rules, #fresh.timers))
+    #fresh.rules, timers))
   return true
 end
 
@@ -225,6 +350,11 @@ function M.reload_changed(runner, force)
   for _, path in ipairs(runner.opts.files) do
     local file = runner.files[path]
     local mtime = core.mtime(path)
+    if not mtime and file and file.rules and not file.gone then
+      file.gone = true -- keeps running what it had; say so once
+      runner.log("error", ("%s is gone; its rules keep running until it is back or the runner "
+        .. "stops"):format(path))
+    end
     if force or (mtime and (not file or mtime ~= file.mtime)) then
       M.load(runner, path)
       if not runner.files[path] then -- keep trying this version only once
@@ -327,17 +457,27 @@ end
 function M.replay(runner)
   local vt = nil
   local app = runner.app
+  -- Runs timers and sleeping tasks, in time order, up to t.
   local function run_until(t)
+    local spins, at = 0, nil
     while true do
-      local next_at = app.timers:next_at()
+      local next_at, wake = app.timers:next_at(), app.scheduler:next_wake()
+      if wake and (not next_at or wake < next_at) then next_at = wake end
       if not next_at or next_at > t then break end
-      vt = next_at
+      vt = math.max(vt, next_at)
+      spins = at == vt and spins + 1 or 0
+      at = vt
+      if spins > 10000 then -- timers that keep re-arming at the same instant
+        runner.log("error", "timers keep re-arming themselves at the same moment; moving on")
+        break
+      end
       app:_due()
       app.scheduler:step(0)
     end
-    vt = math.max(vt or t, t)
+    vt = math.max(vt, t)
     app.scheduler:step(0)
   end
+  math.randomseed(1) -- the same output every time
   runner.clock.now = function() return vt or 0 end
   runner.clock.wall = function() return vt or 0 end
   local n, lineno = 0, 0
@@ -352,17 +492,27 @@ function M.replay(runner)
         t._received_at = nil
         local ev = assert(ayla.decode(assert(cjson.encode(t))))
         local when = event_time(ev, received)
-        if vt == nil then
-          vt = when or 0
+        if vt == nil and when then -- the clock starts at the first event with a time
+          vt = when
           M.start_timers(runner)
         end
-        run_until(when or vt)
+        if vt == nil then
+          runner.log("error", ("%s:%d: an event with no time before any with one: skipped")
+            :format(runner.opts.replay, lineno))
+          goto next_line
+        end
+        if runner.host and runner.host.take_signal and runner.host.take_signal() then
+          runner.log("info", "stopping (signal)")
+          break
+        end
+        run_until(when and math.max(when, vt) or vt)
         n = n + 1
         runner.log("event", tostring(ev))
         app:dispatch(ev)
         app.scheduler:step(0)
       end
     end
+    ::next_line::
   end
   if vt then run_until(vt + (runner.opts.replay_extra or 0)) end
   return n
@@ -413,7 +563,7 @@ function M.main(argv, host)
     return 0
   end
   local clock = { now = core.monotime, wall = os.time }
-  local runner = { opts = o, files = {}, clock = clock }
+  local runner = { opts = o, files = {}, clock = clock, host = host }
   runner.log = M.logger(o, clock)
   runner.app = assert(ayla.app { clock = clock, budget = o.budget, log = runner.log,
                                  dry_run = o.replay ~= nil })
@@ -465,7 +615,13 @@ function M.main(argv, host)
         runner.app:dispatch(ev)
       end
     end
-    runner.app:step(0.1)
+    -- Rule code runs in tasks with their own error handling; this catches
+    -- what escapes them (the memory cap hit by the runner itself, say).
+    local ok, step_err = pcall(runner.app.step, runner.app, 0.1)
+    if not ok then
+      runner.log("error", "the runner hit an error: " .. scheduler.describe(step_err))
+      collectgarbage()
+    end
     local now = core.monotime()
     if now - last_check >= 1 then
       last_check = now

@@ -30,7 +30,43 @@ function M.new(opts)
   }, Scheduler)
 end
 
-local function over_budget() error("instruction budget exceeded (a runaway loop?)", 2) end
+-- The budget's error: one object, so that code running under a budget
+-- cannot swallow it (see M.guard) and so that it prints plainly.
+M.BUDGET = setmetatable({}, {
+  __tostring = function() return "instruction budget exceeded (a runaway loop?)" end,
+  __metatable = false,
+})
+
+-- Once spent, a budget stays spent: every further instruction raises again,
+-- so a pcall that catches the first error gets nowhere.
+local function spent() error(M.BUDGET, 0) end
+local function over_budget()
+  debug.sethook(spent, "", 1)
+  error(M.BUDGET, 0)
+end
+M.over_budget = over_budget
+
+-- Runs fn(...) to completion under a budget, in a coroutine of its own so
+-- that a spent budget stays with it. Returns true and fn's results, or false
+-- and the error. fn may not wait (it is not a task).
+function M.run_budgeted(budget, fn, ...)
+  local co = coroutine.create(fn)
+  debug.sethook(co, over_budget, "", budget)
+  local res = table.pack(coroutine.resume(co, ...))
+  if res[1] and coroutine.status(co) ~= "dead" then
+    return false, "it tried to wait here; only rules and timers may wait"
+  end
+  return table.unpack(res, 1, res.n)
+end
+
+-- A plain-text description of an error value that never runs user code
+-- (an error object's __tostring could loop for ever).
+function M.describe(err)
+  if err == M.BUDGET then return tostring(err) end
+  if type(err) == "string" then return err end
+  if type(err) == "number" or type(err) == "boolean" or err == nil then return tostring(err) end
+  return ("(a %s raised as an error)"):format(type(err))
+end
 
 -- Starts fn(...) as a task and runs it until it first waits. Returns the task.
 function Scheduler:spawn(fn, ...)
@@ -55,7 +91,7 @@ function Scheduler:_resume(task, ...)
   task.wait = nil
   local ok, what, detail = coroutine.resume(task.co, ...)
   if not ok then
-    task.dead, task.error = true, debug.traceback(task.co, tostring(what))
+    task.dead, task.error = true, debug.traceback(task.co, M.describe(what))
     self.on_error(task, task.error)
   elseif coroutine.status(task.co) == "dead" then
     task.dead = true
@@ -80,6 +116,7 @@ function Scheduler:step(timeout)
   local now, ran, next_t = self.clock.now(), false, math.huge
   local live = {}
   for _, task in ipairs(self.tasks) do
+    if task.owner and task.owner.removed then task.dead = true end -- its rule is gone
     if not task.dead then
       if task.wait and ready(task.wait, now) then
         self:_resume(task)
@@ -108,6 +145,16 @@ function Scheduler:run(timeout)
     self:step(math.min(left or SLICE, SLICE))
   end
   return true
+end
+
+-- The earliest time a sleeping task wants to run, or nil.
+function Scheduler:next_wake()
+  local t
+  for _, task in ipairs(self.tasks) do
+    local w = not task.dead and task.wait
+    if w and w.until_t and (not t or w.until_t < t) then t = w.until_t end
+  end
+  return t
 end
 
 -- The scheduler task running now, if any.

@@ -67,14 +67,19 @@ function Timers:next_at()
   return t and t.at
 end
 
--- Removes and returns the next timer if it is due at `now`.
-function Timers:pop_due(now)
+-- Removes and returns the next timer if it is due at `now` (and, with
+-- `upto`, was added no later than that mark: see Timers:mark).
+function Timers:pop_due(now, upto)
   local t = self.heap[1]
-  if not t or t.at > now then return nil end
+  if not t or t.at > now or (upto and t.order > upto) then return nil end
   self:cancel(t)
   return t
 end
 
 function Timers:count() return self.n end
+
+-- The newest timer so far: a pass that runs only timers up to this mark
+-- cannot be kept busy by timers that add timers.
+function Timers:mark() return self.counter end
 
 return M

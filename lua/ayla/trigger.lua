@@ -90,6 +90,9 @@ function M.compile(event_type, filter)
 
   local t = {
     event_type = event_type,
+    -- a condition on the state (not just on the event): it can stop holding
+    is_conditional = filter.to ~= nil or above ~= nil or below ~= nil or filter.value ~= nil
+      or status ~= nil,
     hold = filter["for"],
     rate = rate,
     debounce = filter.debounce,
