@@ -296,11 +296,7 @@ struct ayla_http *ayla_http_start(struct ayla_io *io, const struct ayla_http_req
 		return NULL;
 	}
 	pthread_mutex_init(&h->mu, NULL);
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&h->cv, &ca);
-	pthread_condattr_destroy(&ca);
+	ayla_cond_init(&h->cv);
 	h->method = dup_or_null(req->method ? req->method : "GET");
 	h->host = dup_or_null(req->host);
 	h->path = dup_or_null(req->path ? req->path : "/");
@@ -340,15 +336,7 @@ struct ayla_http *ayla_http_start(struct ayla_io *io, const struct ayla_http_req
 
 int ayla_http_wait(struct ayla_http *h, double seconds)
 {
-	struct timespec until;
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	double whole = floor(seconds > 0 ? seconds : 0);
-	until.tv_sec += (time_t)whole;
-	until.tv_nsec += (long)((seconds > 0 ? seconds - whole : 0) * 1e9);
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	struct timespec until = ayla_deadline(seconds);
 	pthread_mutex_lock(&h->mu);
 	while (h->state == AYLA_HTTP_PENDING)
 		if (pthread_cond_timedwait(&h->cv, &h->mu, &until) != 0)

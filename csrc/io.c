@@ -185,11 +185,7 @@ struct ayla_io *ayla_io_new(char *err, size_t errlen)
 	}
 	atomic_init(&io->refs, 1);
 	pthread_mutex_init(&io->mu, NULL);
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&io->cv, &ca);
-	pthread_condattr_destroy(&ca);
+	ayla_cond_init(&io->cv);
 
 	ayla_lws_logging();
 	struct lws_context_creation_info info;
@@ -295,15 +291,7 @@ void ayla_io_notify(struct ayla_io *io)
 
 int ayla_io_wait(struct ayla_io *io, double seconds, unsigned long long *seen)
 {
-	struct timespec until;
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	double whole = floor(seconds > 0 ? seconds : 0);
-	until.tv_sec += (time_t)whole;
-	until.tv_nsec += (long)((seconds > 0 ? seconds - whole : 0) * 1e9);
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	struct timespec until = ayla_deadline(seconds);
 	pthread_mutex_lock(&io->mu);
 	while (io->notified == *seen)
 		if (pthread_cond_timedwait(&io->cv, &io->mu, &until) != 0)

@@ -677,11 +677,7 @@ struct ayla_stream *ayla_stream_open(struct ayla_io *io, const struct ayla_strea
 	s->rng = ayla_random_seed();
 	s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	pthread_mutex_init(&s->mu, NULL);
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&s->cv, &ca);
-	pthread_condattr_destroy(&ca);
+	ayla_cond_init(&s->cv);
 	ayla_queue_init(&s->queue, cfg->queue_max, cfg->queue_max_bytes, cfg->drop_policy);
 	s->st.started_at = ayla_now();
 	s->state = AYLA_CONNECTING;
@@ -746,19 +742,7 @@ struct ayla_msg *ayla_stream_pop(struct ayla_stream *s)
 
 int ayla_stream_wait(struct ayla_stream *s, double seconds)
 {
-	if (!(seconds > 0)) /* negative or NaN: do not wait */
-		seconds = 0;
-	if (seconds > 1e6)
-		seconds = 1e6;
-	struct timespec until;
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	double whole = floor(seconds > 0 ? seconds : 0);
-	until.tv_sec += (time_t)whole;
-	until.tv_nsec += (long)((seconds - whole) * 1e9);
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	struct timespec until = ayla_deadline(seconds); /* negative or NaN: do not wait */
 	if (s->batch)
 		return 1;
 	pthread_mutex_lock(&s->mu);

@@ -31,6 +31,33 @@ uint64_t ayla_random_seed(void)
 	return seed ? seed : 0x9E3779B97F4A7C15ull;
 }
 
+struct timespec ayla_deadline(double seconds)
+{
+	if (!(seconds > 0))
+		seconds = 0;
+	if (seconds > 1e6)
+		seconds = 1e6;
+	struct timespec until;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	double whole = (double)(long long)seconds;
+	until.tv_sec += (time_t)whole;
+	until.tv_nsec += (long)((seconds - whole) * 1e9);
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	return until;
+}
+
+void ayla_cond_init(pthread_cond_t *cv)
+{
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(cv, &ca);
+	pthread_condattr_destroy(&ca);
+}
+
 double ayla_random(uint64_t *state)
 {
 	uint64_t x = *state ? *state : 0x9E3779B97F4A7C15ull;

@@ -5,7 +5,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <pthread.h>
+#include <time.h>
+
 double ayla_now(void);      /* wall clock, seconds since the epoch */
+
+/* The CLOCK_MONOTONIC time `seconds` from now, for pthread_cond_timedwait
+ * (negative or NaN: now; clamped to a million seconds). */
+struct timespec ayla_deadline(double seconds);
+/* A condition variable whose timed waits use CLOCK_MONOTONIC. */
+void ayla_cond_init(pthread_cond_t *cv);
 double ayla_monotime(void); /* monotonic seconds, for intervals */
 
 /* A uniform random number in [0, 1) from a per-object xorshift state. */
