@@ -34,8 +34,7 @@ static void on_signal(int sig)
 /* host.take_signal() -> "int" | "hup" | "usr1" | nil */
 static int take_signal(lua_State *L)
 {
-	if (got_stop) {
-		got_stop = 0;
+	if (got_stop) { /* stays set: a second signal then ends the process */
 		lua_pushliteral(L, "int");
 	} else if (got_hup) {
 		got_hup = 0;

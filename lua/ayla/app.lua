@@ -66,6 +66,7 @@ Ctx.__index = Ctx
 function Ctx:set(dsn, prop, value, opts)
   local app = self.app
   local who = self.rule and self.rule.name or "timer"
+  if self.rule then self.rule.writes = self.rule.writes + 1 end
   app.log("action", ("%s: set %s/%s = %s"):format(who, tostring(dsn), tostring(prop), tostring(value)))
   if app.dry_run then -- a replay: say what would be written, write nothing
     app.dry_writes = (app.dry_writes or 0) + 1
@@ -154,9 +155,11 @@ function App:on(event_type, filter, fn)
   check(filter == nil or type(filter) == "table", 2, "the filter must be a table")
   check(type(fn) == "function", 2, "on(event_type, filter, fn) expects a function")
   local trig = trigger.compile(event_type, filter)
+  self.next_rule_id = (self.next_rule_id or 0) + 1 -- never reused, even after removals
+  local id = self.next_rule_id
   local rule = setmetatable({
-    id = #self.rules + 1, event_type = event_type, trig = trig, fn = fn,
-    name = (filter and filter.name) or ("%s#%d"):format(event_type, #self.rules + 1),
+    id = id, event_type = event_type, trig = trig, fn = fn, writes = 0,
+    name = (filter and filter.name) or ("%s#%d"):format(event_type, id),
     fired = 0, failures = 0, consecutive = 0, skipped = 0,
     holds = {}, recent = {}, own_hits = {},
   }, Rule)
@@ -243,12 +246,13 @@ function App:_loop_check(rule, ev)
       .. "(a loop?)"):format(#rule.own_hits, within))
     return false
   end
+  -- Across rules: own writes to one device property, counted once per event
+  -- (in dispatch); only a rule that writes can be part of such a loop.
   local key = (ev.dsn or "?") .. "/" .. (ev.property or "?")
-  self.own_hits = self.own_hits or {}
-  self.own_hits[key] = self.own_hits[key] or {}
-  if count(self.own_hits[key]) >= 2 * self.loop.count then
+  local hits = self.own_hits and self.own_hits[key]
+  if rule.writes > 0 and hits and #hits >= 2 * self.loop.count then
     self:_disable(rule, ("rules keep answering each other's writes to %s (%d within %g s: a loop?)")
-      :format(key, #self.own_hits[key], within))
+      :format(key, #hits, within))
     return false
   end
   return true
@@ -295,6 +299,15 @@ function App:dispatch(ev)
   if meta and meta.ayla_app == self.id then
     ev.own, ev.caused_by = true, meta.ayla_rule
     self.counters.own = self.counters.own + 1
+    if ev.type == "datapoint" then -- once per own write, for the loop guard
+      local key = (ev.dsn or "?") .. "/" .. (ev.property or "?")
+      self.own_hits = self.own_hits or {}
+      local hits = self.own_hits[key] or {}
+      self.own_hits[key] = hits
+      local now = self.clock.now()
+      hits[#hits + 1] = now
+      while hits[1] and hits[1] < now - self.loop.within do table.remove(hits, 1) end
+    end
   end
   -- The state before this event, for from/to and crossings.
   local state = trigger.state_of(ev)
@@ -387,13 +400,13 @@ function App:at(hhmm, fn)
   local handle = {}
   local function schedule()
     local wall = self.clock.wall()
-    local d = os.date("*t", math.floor(wall))
-    d.hour, d.min, d.sec, d.isdst = h, m, 0, nil -- let os.time decide summer time
-    local next_wall = os.time(d)
-    if next_wall <= wall then
-      d.day, d.isdst = d.day + 1, nil
-      next_wall = os.time(d)
+    local function target(days) -- a fresh table each time: os.time normalises it in place
+      local d = os.date("*t", math.floor(wall))
+      d.day, d.hour, d.min, d.sec, d.isdst = d.day + days, h, m, 0, nil -- summer time: os.time's call
+      return os.time(d)
     end
+    local next_wall = target(0)
+    if next_wall <= wall then next_wall = target(1) end
     handle.timer = self.timers:add(self.clock.now() + (next_wall - wall), function()
       self.counters.timers = self.counters.timers + 1
       schedule()

@@ -147,10 +147,12 @@ end
 -- Patterns whose backtracking can run for hours inside C, where no budget
 -- reaches: refuse those with more than two "match anything" repetitions
 -- (.- .* .+); "%d+" and the like stay allowed.
+local raw_gsub = string.gsub
 local function pattern_guard(fn)
   return function(subject, pattern, ...)
     if type(pattern) == "string" then
-      local _, n = pattern:gsub("%%.", ""):gsub("%.[%*%-%+]", "") -- escapes dropped first
+      -- raw functions: method calls on strings come back through this guard
+      local _, n = raw_gsub(raw_gsub(pattern, "%%.", ""), "%.[%*%-%+]", "") -- escapes dropped first
       if n > 2 then
         error("patterns with more than two .- .* or .+ are not allowed in rule files", 2)
       end
@@ -222,6 +224,13 @@ local function sandbox(runner, file)
   }
   env.string.dump = nil
   for _, k in ipairs { "find", "match", "gmatch", "gsub" } do env.string[k] = pattern_guard(string[k]) end
+  -- s:find(p) goes through the strings' shared metatable: guard it there too
+  -- (the runner's own patterns are simple and pass).
+  local string_mt = getmetatable("")
+  if not runner.strings_guarded then
+    runner.strings_guarded = true
+    string_mt.__index = env.string
+  end
   -- A predicate in a filter runs during dispatch: give it the budget too.
   local function guarded(pred)
     if type(pred) ~= "function" then return pred end
@@ -239,8 +248,17 @@ local function sandbox(runner, file)
     if type(filter) == "function" and fn == nil then filter, fn = nil, filter end
     if type(fn) ~= "function" then error("on(event_type, filter, fn) expects a function", 2) end
     if filter ~= nil and type(filter) ~= "table" then error("the filter must be a table", 2) end
+    -- A plain copy: a filter table's own metamethods would run outside any budget.
     local f = {}
-    for k, v in pairs(filter or {}) do f[k] = guarded(v) end
+    for k, v in next, filter or {} do
+      if type(v) == "table" then
+        local plain = {}
+        for kk, vv in next, v do plain[kk] = vv end
+        v = plain
+      end
+      f[k] = guarded(v)
+    end
+    if f.name ~= nil and type(f.name) ~= "string" then error("a rule's name must be a string", 2) end
     local rule = app:on(event_type, f, function(ev, ctx)
       return fn(read_only(ev, {}), M.ctx_proxy(ctx))
     end)
@@ -350,7 +368,7 @@ function M.reload_changed(runner, force)
   for _, path in ipairs(runner.opts.files) do
     local file = runner.files[path]
     local mtime = core.mtime(path)
-    if not mtime and file and file.rules and not file.gone then
+    if not mtime and file and file.rules and file.mtime and not file.gone then
       file.gone = true -- keeps running what it had; say so once
       runner.log("error", ("%s is gone; its rules keep running until it is back or the runner "
         .. "stops"):format(path))
@@ -468,7 +486,8 @@ function M.replay(runner)
       spins = at == vt and spins + 1 or 0
       at = vt
       if spins > 10000 then -- timers that keep re-arming at the same instant
-        runner.log("error", "timers keep re-arming themselves at the same moment; moving on")
+        runner.log("error", "timers keep re-arming themselves at the same moment: dropped")
+        while app.timers:pop_due(vt) do end
         break
       end
       app:_due()
@@ -501,14 +520,18 @@ function M.replay(runner)
             :format(runner.opts.replay, lineno))
           goto next_line
         end
-        if runner.host and runner.host.take_signal and runner.host.take_signal() then
+        local sig = runner.host and runner.host.take_signal and runner.host.take_signal()
+        if sig == "int" then
           runner.log("info", "stopping (signal)")
           break
+        elseif sig == "usr1" then
+          M.status(runner)
         end
         run_until(when and math.max(when, vt) or vt)
         n = n + 1
         runner.log("event", tostring(ev))
-        app:dispatch(ev)
+        local ok, derr = pcall(app.dispatch, app, ev)
+        if not ok then runner.log("error", "dispatching failed: " .. scheduler.describe(derr)) end
         app.scheduler:step(0)
       end
     end
@@ -612,7 +635,8 @@ function M.main(argv, host)
         if not ev then break end
         if o.record then record(runner, ev) end
         runner.log("event", tostring(ev))
-        runner.app:dispatch(ev)
+        local ok, derr = pcall(runner.app.dispatch, runner.app, ev)
+        if not ok then runner.log("error", "dispatching failed: " .. scheduler.describe(derr)) end
       end
     end
     -- Rule code runs in tasks with their own error handling; this catches
