@@ -63,7 +63,7 @@
 -- run, the Lua heap the rules take, and median peak RSS.
 --
 -- usage: lua5.4 bench/dispatch.lua [N] [RUNS]   (from the repository root;
---          defaults 250000 and 3, about 55 s; `lua5.4 bench/dispatch.lua
+--          defaults 250000 and 3, about 60 s; `lua5.4 bench/dispatch.lua
 --          5000 1` is a quick run)
 --        lua5.4 bench/dispatch.lua --one SERIES RULES N [FLAGS]   one run
 --          FLAGS, comma-separated: nolimit (no time limits), nogc (the
