@@ -202,14 +202,7 @@ static void connect_to(struct ayla_http *h, const char *address)
 	i.local_protocol_name = "ayla-http";
 	i.userdata = h;
 	i.pwsi = &h->wsi;
-	i.ssl_connection = LCCSCF_HTTP_NO_FOLLOW_REDIRECT;
-	if (h->tls) {
-		i.ssl_connection |= LCCSCF_USE_SSL;
-		if (!h->verify)
-			i.ssl_connection |= LCCSCF_ALLOW_SELFSIGNED |
-					    LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK |
-					    LCCSCF_ALLOW_EXPIRED | LCCSCF_ALLOW_INSECURE;
-	}
+	i.ssl_connection = LCCSCF_HTTP_NO_FOLLOW_REDIRECT | ayla_io_tls_flags(h->tls, h->verify);
 	if (!lws_client_connect_via_info(&i)) {
 		h->wsi = NULL;
 		char why[300];

@@ -281,6 +281,16 @@ void ayla_io_post(struct ayla_io *io, void (*fn)(void *arg), void *arg)
 
 struct ayla_resolver *ayla_io_resolver(struct ayla_io *io) { return io->resolver; }
 
+int ayla_io_tls_flags(int tls, int verify)
+{
+	if (!tls)
+		return 0;
+	if (verify)
+		return LCCSCF_USE_SSL;
+	return LCCSCF_USE_SSL | LCCSCF_ALLOW_SELFSIGNED | LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK |
+	       LCCSCF_ALLOW_EXPIRED | LCCSCF_ALLOW_INSECURE;
+}
+
 void ayla_io_notify(struct ayla_io *io)
 {
 	pthread_mutex_lock(&io->mu);

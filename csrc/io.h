@@ -58,6 +58,10 @@ void ayla_io_notify(struct ayla_io *io);
  * one came, and updates *seen. For a scheduler waiting on many things. */
 int ayla_io_wait(struct ayla_io *io, double seconds, unsigned long long *seen);
 
+/* The lws client-connection flags for TLS: none for plain connections;
+ * with verify off, every certificate check is skipped (tests only). */
+int ayla_io_tls_flags(int tls, int verify);
+
 /* The protocol callbacks of the DSS client (stream.c) and of HTTP requests
  * (http.c), listed by the hub. */
 int ayla_stream_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,

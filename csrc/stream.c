@@ -200,13 +200,7 @@ static void connect_to(struct ayla_stream *s, const char *address)
 	i.local_protocol_name = "ayla-dss";
 	i.userdata = s;
 	i.pwsi = &s->wsi;
-	if (s->cfg.tls) {
-		i.ssl_connection = LCCSCF_USE_SSL;
-		if (!s->cfg.verify)
-			i.ssl_connection |= LCCSCF_ALLOW_SELFSIGNED |
-					    LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK |
-					    LCCSCF_ALLOW_EXPIRED | LCCSCF_ALLOW_INSECURE;
-	}
+	i.ssl_connection = ayla_io_tls_flags(s->cfg.tls, s->cfg.verify);
 	struct lws *started = lws_client_connect_via_info(&i);
 	memset(key, 0, sizeof key); /* the key does not linger on the stack */
 	memset(path, 0, sizeof path);
