@@ -91,7 +91,7 @@ static void set_path(lua_State *L)
 	const char *dir = getenv("AYLA_LUA_DIR");
 	if (!dir)
 		dir = access(AYLA_SOURCE_LUA "/ayla/init.lua", R_OK) == 0 ? AYLA_SOURCE_LUA
-									   : AYLA_INSTALL_LUA;
+									  : AYLA_INSTALL_LUA;
 	lua_getglobal(L, "package");
 	lua_getfield(L, -1, "path");
 	lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", dir, dir, lua_tostring(L, -1));

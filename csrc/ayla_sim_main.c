@@ -11,7 +11,11 @@
 #include <unistd.h>
 
 static volatile sig_atomic_t stop_requested;
-static void on_signal(int sig) { (void)sig; stop_requested = 1; }
+static void on_signal(int sig)
+{
+	(void)sig;
+	stop_requested = 1;
+}
 
 static void usage(FILE *out)
 {
@@ -95,8 +99,7 @@ static void command(struct ayla_sim *sim, char *line)
 			rc = -1;
 		else
 			rc = ayla_sim_rest_fault(sim, kind, count, seconds);
-	}
-	else if (line[0])
+	} else if (line[0])
 		rc = -1;
 	if (rc)
 		fprintf(stderr, "ayla-sim: cannot do '%.60s%s%.60s' (see --help)\n", line,
@@ -106,41 +109,87 @@ static void command(struct ayla_sim *sim, char *line)
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"port", required_argument, NULL, 'p'},  {"host", required_argument, NULL, 'H'},
-		{"key", required_argument, NULL, 'k'},   {"heartbeat", required_argument, NULL, 'b'},
-		{"misses", required_argument, NULL, 'm'}, {"scenario", required_argument, NULL, 's'},
-		{"interval", required_argument, NULL, 'i'}, {"loop", no_argument, NULL, 'l'},
-		{"cert", required_argument, NULL, 'c'},  {"tls-key", required_argument, NULL, 'K'},
-		{"flood", required_argument, NULL, 'f'}, {"help", no_argument, NULL, 'h'},
-		{"fleet", required_argument, NULL, 'F'}, {"token-lifetime", required_argument, NULL, 'T'},
-		{"ack-delay", required_argument, NULL, 'A'}, {"behave", required_argument, NULL, 'B'},
+		{"port", required_argument, NULL, 'p'},
+		{"host", required_argument, NULL, 'H'},
+		{"key", required_argument, NULL, 'k'},
+		{"heartbeat", required_argument, NULL, 'b'},
+		{"misses", required_argument, NULL, 'm'},
+		{"scenario", required_argument, NULL, 's'},
+		{"interval", required_argument, NULL, 'i'},
+		{"loop", no_argument, NULL, 'l'},
+		{"cert", required_argument, NULL, 'c'},
+		{"tls-key", required_argument, NULL, 'K'},
+		{"flood", required_argument, NULL, 'f'},
+		{"help", no_argument, NULL, 'h'},
+		{"fleet", required_argument, NULL, 'F'},
+		{"token-lifetime", required_argument, NULL, 'T'},
+		{"ack-delay", required_argument, NULL, 'A'},
+		{"behave", required_argument, NULL, 'B'},
 		{"seed", required_argument, NULL, 'S'},
 		{NULL, 0, NULL, 0},
 	};
-	struct ayla_sim_config cfg = {.heartbeat_interval = 30, .heartbeat_misses = 2,
-				      .event_interval = 1, .history = 10000};
+	struct ayla_sim_config cfg = {.heartbeat_interval = 30,
+				      .heartbeat_misses = 2,
+				      .event_interval = 1,
+				      .history = 10000};
 	long flood = 0;
 	int c;
 	while ((c = getopt_long(argc, argv, "p:k:s:i:lh", longopts, NULL)) != -1) {
 		switch (c) {
-		case 'p': cfg.port = atoi(optarg); break;
-		case 'H': cfg.host = optarg; break;
-		case 'k': cfg.key = optarg; break;
-		case 'b': cfg.heartbeat_interval = atof(optarg); break;
-		case 'm': cfg.heartbeat_misses = atoi(optarg); break;
-		case 's': cfg.scenario = optarg; break;
-		case 'i': cfg.event_interval = atof(optarg); break;
-		case 'l': cfg.loop = 1; break;
-		case 'c': cfg.cert_file = optarg; break;
-		case 'K': cfg.key_file = optarg; break;
-		case 'f': flood = atol(optarg); break;
-		case 'F': cfg.fleet = optarg; break;
-		case 'T': cfg.token_lifetime = atof(optarg); break;
-		case 'A': cfg.ack_delay = atof(optarg); break;
-		case 'B': cfg.behaviour_interval = atof(optarg); break;
-		case 'S': cfg.seed = strtoul(optarg, NULL, 10); break;
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
+		case 'p':
+			cfg.port = atoi(optarg);
+			break;
+		case 'H':
+			cfg.host = optarg;
+			break;
+		case 'k':
+			cfg.key = optarg;
+			break;
+		case 'b':
+			cfg.heartbeat_interval = atof(optarg);
+			break;
+		case 'm':
+			cfg.heartbeat_misses = atoi(optarg);
+			break;
+		case 's':
+			cfg.scenario = optarg;
+			break;
+		case 'i':
+			cfg.event_interval = atof(optarg);
+			break;
+		case 'l':
+			cfg.loop = 1;
+			break;
+		case 'c':
+			cfg.cert_file = optarg;
+			break;
+		case 'K':
+			cfg.key_file = optarg;
+			break;
+		case 'f':
+			flood = atol(optarg);
+			break;
+		case 'F':
+			cfg.fleet = optarg;
+			break;
+		case 'T':
+			cfg.token_lifetime = atof(optarg);
+			break;
+		case 'A':
+			cfg.ack_delay = atof(optarg);
+			break;
+		case 'B':
+			cfg.behaviour_interval = atof(optarg);
+			break;
+		case 'S':
+			cfg.seed = strtoul(optarg, NULL, 10);
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
 		}
 	}
 	if (optind < argc || !cfg.cert_file != !cfg.key_file || cfg.heartbeat_interval <= 0) {

@@ -20,8 +20,14 @@ const char *dss_malformed_name(enum dss_malformed reason)
 	return malformed_names[reason];
 }
 
-static int is_digit(char c) { return c >= '0' && c <= '9'; }
-static int is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+static int is_digit(char c)
+{
+	return c >= '0' && c <= '9';
+}
+static int is_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
 
 static size_t skip_space(const char *s, size_t i, size_t n)
 {
@@ -196,8 +202,8 @@ static size_t find_member(const char *s, size_t i, size_t n, const char *key)
 	}
 }
 
-int dss_json_lookup(const char *json, size_t len, const char *const *path,
-		    size_t depth, const char **val, size_t *val_len)
+int dss_json_lookup(const char *json, size_t len, const char *const *path, size_t depth,
+		    const char **val, size_t *val_len)
 {
 	size_t i = 0;
 	for (size_t d = 0; d < depth; d++) {

@@ -57,8 +57,8 @@ const char *dss_malformed_name(enum dss_malformed reason);
  * value's span in *val and *val_len (strings without their quotes, escapes left
  * as they are) and returns 1; returns 0 if absent or the text is not JSON.
  */
-int dss_json_lookup(const char *json, size_t len, const char *const *path,
-		    size_t depth, const char **val, size_t *val_len);
+int dss_json_lookup(const char *json, size_t len, const char *const *path, size_t depth,
+		    const char **val, size_t *val_len);
 
 /* The top-level "seq" as an integer ("13" or 13); returns 0 if absent. */
 int dss_json_seq(const char *json, size_t len, uint64_t *seq);

@@ -89,7 +89,8 @@ static int add_header(struct lws *wsi, const char *name, const char *value, unsi
 		      unsigned char *end)
 {
 	return lws_add_http_header_by_name(wsi, (const unsigned char *)name,
-					   (const unsigned char *)value, (int)strlen(value), p, end);
+					   (const unsigned char *)value, (int)strlen(value), p,
+					   end);
 }
 
 int ayla_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
@@ -104,7 +105,8 @@ int ayla_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
 		unsigned char **p = (unsigned char **)in, *end = (*p) + len;
 		char length[24];
 		if (add_header(wsi, "accept:", "application/json", p, end) ||
-		    (h->authorization && add_header(wsi, "authorization:", h->authorization, p, end)) ||
+		    (h->authorization &&
+		     add_header(wsi, "authorization:", h->authorization, p, end)) ||
 		    (h->content_type && add_header(wsi, "content-type:", h->content_type, p, end)))
 			return -1;
 		if (h->body_len) {
@@ -138,7 +140,8 @@ int ayla_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
 		if (lws_hdr_copy(wsi, ra, sizeof ra, WSI_TOKEN_HTTP_RETRY_AFTER) > 0) {
 			char *rest;
 			double v = strtod(ra, &rest);
-			h->retry_after = rest != ra && v >= 0 ? v : 1; /* an HTTP date: wait a bit */
+			h->retry_after =
+				rest != ra && v >= 0 ? v : 1; /* an HTTP date: wait a bit */
 		}
 		break;
 	}
@@ -167,13 +170,15 @@ int ayla_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
 				 h->host, h->conn.tls_error);
 		else
 			snprintf(why, sizeof why, "cannot reach %s:%d: %.*s", h->host, h->port,
-				 (int)(in ? strnlen(in, 120) : 7), in ? (const char *)in : "unknown");
+				 (int)(in ? strnlen(in, 120) : 7),
+				 in ? (const char *)in : "unknown");
 		finish(h, AYLA_HTTP_FAILED, why);
 		h->wsi = NULL;
 		break;
 	}
 	case LWS_CALLBACK_CLOSED_CLIENT_HTTP:
-		finish(h, AYLA_HTTP_FAILED, "the connection closed before the response was complete");
+		finish(h, AYLA_HTTP_FAILED,
+		       "the connection closed before the response was complete");
 		h->wsi = NULL;
 		break;
 	case LWS_CALLBACK_WSI_DESTROY:
@@ -261,7 +266,10 @@ static void cancel_on_io(void *arg)
 	h->wsi = NULL;
 }
 
-static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
+static char *dup_or_null(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
 
 static void free_fields(struct ayla_http *h)
 {

@@ -20,9 +20,9 @@ struct ayla_http_request {
 	const char *host;
 	int port;
 	int tls;
-	int verify;          /* certificate and host name, when tls */
-	const char *ca_file; /* NULL: the system store */
-	const char *path;    /* with the query, already encoded */
+	int verify;                /* certificate and host name, when tls */
+	const char *ca_file;       /* NULL: the system store */
+	const char *path;          /* with the query, already encoded */
 	const char *authorization; /* the Authorization header's value, or NULL */
 	const char *content_type;  /* for the body, or NULL */
 	const char *body;
@@ -31,15 +31,19 @@ struct ayla_http_request {
 	size_t max_response; /* bytes of body kept; more fails the request */
 };
 
-enum ayla_http_state { AYLA_HTTP_PENDING, AYLA_HTTP_DONE, AYLA_HTTP_FAILED };
+enum ayla_http_state {
+	AYLA_HTTP_PENDING,
+	AYLA_HTTP_DONE,
+	AYLA_HTTP_FAILED
+};
 
 struct ayla_http_result {
 	enum ayla_http_state state;
-	unsigned status;       /* DONE: the HTTP status */
-	const char *body;      /* DONE: the response body (NUL-terminated) */
+	unsigned status;  /* DONE: the HTTP status */
+	const char *body; /* DONE: the response body (NUL-terminated) */
 	size_t body_len;
-	double retry_after;    /* seconds from a Retry-After header, or -1 */
-	const char *error;     /* FAILED: why */
+	double retry_after; /* seconds from a Retry-After header, or -1 */
+	const char *error;  /* FAILED: why */
 };
 
 struct ayla_http;

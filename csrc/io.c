@@ -40,12 +40,15 @@ struct ayla_io {
 	struct io_call *calls; /* order does not matter: each caller waits for its own */
 	struct io_call *posts, *posts_tail; /* in order; nobody waits for them */
 	struct ayla_resolver *resolver;
-	struct io_vhost *vhosts; /* I/O thread only (and the final teardown) */
+	struct io_vhost *vhosts;     /* I/O thread only (and the final teardown) */
 	unsigned long long notified; /* under mu: count of ayla_io_notify calls */
 	unsigned vhost_count;
 };
 
-static void post_to_io(void *ctx, void (*fn)(void *arg), void *arg) { ayla_io_post(ctx, fn, arg); }
+static void post_to_io(void *ctx, void (*fn)(void *arg), void *arg)
+{
+	ayla_io_post(ctx, fn, arg);
+}
 
 static void run_posts(struct ayla_io *io)
 {
@@ -126,8 +129,8 @@ static SSL_CTX *new_client_ssl_ctx(const char *ca_file, char *err, size_t errlen
 	if (ok != 1) {
 		char why[120];
 		ERR_error_string_n(ERR_get_error(), why, sizeof why);
-		snprintf(err, errlen, "cannot load %s: %s", ca_file ? ca_file : "the system CA store",
-			 why);
+		snprintf(err, errlen, "cannot load %s: %s",
+			 ca_file ? ca_file : "the system CA store", why);
 		SSL_CTX_free(ctx);
 		return NULL;
 	}
@@ -135,11 +138,11 @@ static SSL_CTX *new_client_ssl_ctx(const char *ca_file, char *err, size_t errlen
 	return ctx;
 }
 
-struct lws_vhost *ayla_io_vhost(struct ayla_io *io, const char *ca_file, char *err,
-				size_t errlen)
+struct lws_vhost *ayla_io_vhost(struct ayla_io *io, const char *ca_file, char *err, size_t errlen)
 {
 	for (struct io_vhost *v = io->vhosts; v; v = v->next)
-		if ((!v->ca_file && !ca_file) || (v->ca_file && ca_file && !strcmp(v->ca_file, ca_file)))
+		if ((!v->ca_file && !ca_file) ||
+		    (v->ca_file && ca_file && !strcmp(v->ca_file, ca_file)))
 			return v->vh;
 
 	struct io_vhost *v = calloc(1, sizeof *v);
@@ -236,15 +239,21 @@ struct ayla_io *ayla_io_new(char *err, size_t errlen)
 	return io;
 }
 
-struct lws_context *ayla_io_context(struct ayla_io *io) { return ayla_iothread_context(&io->thread); }
+struct lws_context *ayla_io_context(struct ayla_io *io)
+{
+	return ayla_iothread_context(&io->thread);
+}
 
-void ayla_io_ref(struct ayla_io *io) { atomic_fetch_add(&io->refs, 1); }
+void ayla_io_ref(struct ayla_io *io)
+{
+	atomic_fetch_add(&io->refs, 1);
+}
 
 void ayla_io_unref(struct ayla_io *io)
 {
 	if (!io || atomic_fetch_sub(&io->refs, 1) != 1)
 		return;
-	ayla_iothread_stop(&io->thread); /* joins, then destroys the context */
+	ayla_iothread_stop(&io->thread);  /* joins, then destroys the context */
 	ayla_resolver_free(io->resolver); /* joins; a last answer may be posted */
 	run_posts(io);                    /* single-threaded now: owners are gone */
 	while (io->vhosts) {
@@ -278,8 +287,10 @@ void ayla_io_post(struct ayla_io *io, void (*fn)(void *arg), void *arg)
 	ayla_iothread_wake(&io->thread);
 }
 
-
-struct ayla_resolver *ayla_io_resolver(struct ayla_io *io) { return io->resolver; }
+struct ayla_resolver *ayla_io_resolver(struct ayla_io *io)
+{
+	return io->resolver;
+}
 
 int ayla_io_tls_flags(int tls, int verify)
 {

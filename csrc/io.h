@@ -47,8 +47,7 @@ struct ayla_resolver *ayla_io_resolver(struct ayla_io *io);
 /* The vhost whose client connections trust ca_file (NULL: the system's CA
  * store), created on first use. I/O thread only. NULL with err set if the
  * CA file cannot be loaded. */
-struct lws_vhost *ayla_io_vhost(struct ayla_io *io, const char *ca_file, char *err,
-				size_t errlen);
+struct lws_vhost *ayla_io_vhost(struct ayla_io *io, const char *ca_file, char *err, size_t errlen);
 
 /* Something finished on the I/O thread (a request, a queued event): wakes
  * every ayla_io_wait. Any thread. */
@@ -64,8 +63,8 @@ int ayla_io_tls_flags(int tls, int verify);
 
 /* The protocol callbacks of the DSS client (stream.c) and of HTTP requests
  * (http.c), listed by the hub. */
-int ayla_stream_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
-			 void *in, size_t len);
+int ayla_stream_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+			 size_t len);
 int ayla_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
 		       size_t len);
 

@@ -13,7 +13,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum ayla_drop_policy { AYLA_DROP_OLDEST, AYLA_DROP_NEWEST };
+enum ayla_drop_policy {
+	AYLA_DROP_OLDEST,
+	AYLA_DROP_NEWEST
+};
 
 struct ayla_msg {
 	struct ayla_msg *next;

@@ -11,15 +11,15 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#define CACHE_SIZE 16
+#define CACHE_SIZE    16
 #define CACHE_SECONDS 60
 
 struct ayla_lookup {
-	struct ayla_lookup *next;     /* in the resolver's queue */
+	struct ayla_lookup *next; /* in the resolver's queue */
 	struct ayla_resolver *r;
 	ayla_resolved_fn fn;
 	void *owner;
-	int cancelled;                /* I/O thread only */
+	int cancelled; /* I/O thread only */
 	char host[256];
 	char address[INET6_ADDRSTRLEN];
 	char error[400];
@@ -37,8 +37,8 @@ struct ayla_resolver {
 	pthread_t thread;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	struct ayla_lookup *head, *tail; /* waiting for the thread, under mu */
-	int stop;                        /* under mu */
+	struct ayla_lookup *head, *tail;      /* waiting for the thread, under mu */
+	int stop;                             /* under mu */
 	struct cache_entry cache[CACHE_SIZE]; /* I/O thread only */
 	unsigned cache_next;
 };
@@ -53,7 +53,8 @@ static void look_up(struct ayla_lookup *l)
 	hints.ai_socktype = SOCK_STREAM;
 	int rc = getaddrinfo(l->host, NULL, &hints, &res);
 	if (rc) {
-		snprintf(l->error, sizeof l->error, "cannot resolve %s: %s", l->host, gai_strerror(rc));
+		snprintf(l->error, sizeof l->error, "cannot resolve %s: %s", l->host,
+			 gai_strerror(rc));
 		return;
 	}
 	const struct addrinfo *pick = res;
@@ -62,9 +63,10 @@ static void look_up(struct ayla_lookup *l)
 			pick = a;
 			break;
 		}
-	const void *raw = pick->ai_family == AF_INET
-				  ? (const void *)&((struct sockaddr_in *)pick->ai_addr)->sin_addr
-				  : (const void *)&((struct sockaddr_in6 *)pick->ai_addr)->sin6_addr;
+	const void *raw =
+		pick->ai_family == AF_INET
+			? (const void *)&((struct sockaddr_in *)pick->ai_addr)->sin_addr
+			: (const void *)&((struct sockaddr_in6 *)pick->ai_addr)->sin6_addr;
 	if (!inet_ntop(pick->ai_family, raw, l->address, sizeof l->address))
 		snprintf(l->error, sizeof l->error, "cannot resolve %s: bad address", l->host);
 	freeaddrinfo(res);

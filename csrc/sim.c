@@ -61,7 +61,10 @@ static void drop_head(struct sim_client *c)
 	c->sent_of_head = 0;
 }
 
-static int stalled(const struct ayla_sim *sim) { return ayla_monotime() < sim->stall_until; }
+static int stalled(const struct ayla_sim *sim)
+{
+	return ayla_monotime() < sim->stall_until;
+}
 
 static unsigned char *scratch(struct ayla_sim *sim, size_t len)
 {
@@ -277,8 +280,8 @@ static void run_commands(struct ayla_sim *sim)
 			apply_fault(sim, cmd->fault, cmd->arg);
 			break;
 		case CMD_REST_FAULT:
-			sim_cloud_fault(sim->cloud, (enum sim_rest_fault)cmd->fault, (unsigned)cmd->n,
-					cmd->arg);
+			sim_cloud_fault(sim->cloud, (enum sim_rest_fault)cmd->fault,
+					(unsigned)cmd->n, cmd->arg);
 			break;
 		case CMD_EXPIRE:
 			sim_cloud_expire_tokens(sim->cloud);
@@ -366,7 +369,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 		c->seq_start = requested_seq_start(wsi);
 		{
 			char buf[512];
-			const char *key = lws_get_urlarg_by_name(wsi, "stream_key=", buf, sizeof buf);
+			const char *key =
+				lws_get_urlarg_by_name(wsi, "stream_key=", buf, sizeof buf);
 			snprintf(c->key, sizeof c->key, "%s", key ? key : "");
 		}
 		break;
@@ -531,8 +535,8 @@ int ayla_sim_flood(struct ayla_sim *sim, uint64_t n)
 
 /* Each malformed class of frame.h, as a server could send it. */
 const char *const ayla_sim_garble_kinds[] = {
-	"no_separator", "bad_prefix", "empty_payload", "not_object",
-	"truncated",    "trailing_data", "binary", NULL,
+	"no_separator", "bad_prefix",    "empty_payload", "not_object",
+	"truncated",    "trailing_data", "binary",        NULL,
 };
 
 int ayla_sim_garble(struct ayla_sim *sim, const char *kind)
@@ -553,9 +557,18 @@ int ayla_sim_garble(struct ayla_sim *sim, const char *kind)
 	return -1;
 }
 
-int ayla_sim_port(const struct ayla_sim *sim) { return sim->port; }
-const char *ayla_sim_key(const struct ayla_sim *sim) { return sim->key; }
-int ayla_sim_tls(const struct ayla_sim *sim) { return sim->cfg.cert_file != NULL; }
+int ayla_sim_port(const struct ayla_sim *sim)
+{
+	return sim->port;
+}
+const char *ayla_sim_key(const struct ayla_sim *sim)
+{
+	return sim->key;
+}
+int ayla_sim_tls(const struct ayla_sim *sim)
+{
+	return sim->cfg.cert_file != NULL;
+}
 
 void ayla_sim_stats(struct ayla_sim *sim, struct ayla_sim_stats *out)
 {

@@ -24,15 +24,15 @@ struct ayla_sim_config {
 	int heartbeat_misses;      /* unanswered heartbeats before a drop; default 2 */
 	const char *cert_file;     /* TLS when both are set */
 	const char *key_file;
-	const char *scenario;  /* JSONL file of events, played once a client is connected */
-	double event_interval; /* seconds between scenario events; default 1 */
-	int loop;              /* replay the scenario forever */
-	size_t history;        /* events kept per stream key for seq_start; default 10000 */
-	const char *fleet;     /* JSON fleet file; NULL: the built-in demo fleet */
-	double token_lifetime; /* seconds an access token lives; default 86400 */
-	double ack_delay;      /* seconds before an ack-enabled device acks; default 0.2 */
+	const char *scenario;      /* JSONL file of events, played once a client is connected */
+	double event_interval;     /* seconds between scenario events; default 1 */
+	int loop;                  /* replay the scenario forever */
+	size_t history;            /* events kept per stream key for seq_start; default 10000 */
+	const char *fleet;         /* JSON fleet file; NULL: the built-in demo fleet */
+	double token_lifetime;     /* seconds an access token lives; default 86400 */
+	double ack_delay;          /* seconds before an ack-enabled device acks; default 0.2 */
 	double behaviour_interval; /* seconds between scripted device events; 0: none */
-	unsigned long seed;    /* of the scripted behaviour: same seed, same story */
+	unsigned long seed;        /* of the scripted behaviour: same seed, same story */
 };
 
 enum ayla_sim_fault {

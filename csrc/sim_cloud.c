@@ -11,10 +11,10 @@
 #include <string.h>
 #include <time.h>
 
-#define MAX_TOKENS 64
-#define MAX_DATAPOINTS 1024 /* kept for GET by id (ack status) */
+#define MAX_TOKENS       64
+#define MAX_DATAPOINTS   1024 /* kept for GET by id (ack status) */
 #define LOCKOUT_FAILURES 5
-#define LOCKOUT_SECONDS 1800
+#define LOCKOUT_SECONDS  1800
 
 struct token {
 	char access[33], refresh[33];
@@ -36,7 +36,7 @@ struct datapoint {
 struct sim_cloud {
 	struct sim_cloud_config cfg; /* strings owned */
 	struct sim_cloud_hooks hooks;
-	json_t *fleet;   /* {"oem_id":..., "devices":[{..., "properties":[...]}]} */
+	json_t *fleet; /* {"oem_id":..., "devices":[{..., "properties":[...]}]} */
 	unsigned failures;
 	double locked_until;
 	struct token tokens[MAX_TOKENS];
@@ -84,7 +84,11 @@ static void reply(struct sim_response *out, unsigned status, json_t *body)
 }
 
 /* The real service's error bodies come in several shapes; so do these. */
-enum err_shape { ERR_STRING, ERR_OBJECT, ERR_ERRORS };
+enum err_shape {
+	ERR_STRING,
+	ERR_OBJECT,
+	ERR_ERRORS
+};
 
 static void fail(struct sim_response *out, unsigned status, enum err_shape shape, const char *msg)
 {
@@ -202,11 +206,13 @@ static int normalise_fleet(json_t *fleet, char *err, size_t errlen)
 	iso_now(now);
 	size_t k;
 	json_t *dev;
-	json_array_foreach(devices, k, dev) {
+	json_array_foreach(devices, k, dev)
+	{
 		const char *dsn = json_string_value(json_object_get(dev, "dsn"));
 		const char *model = json_string_value(json_object_get(dev, "oem_model"));
 		if (!dsn || !model) {
-			snprintf(err, errlen, "fleet: device %zu needs \"dsn\" and \"oem_model\"", k);
+			snprintf(err, errlen, "fleet: device %zu needs \"dsn\" and \"oem_model\"",
+				 k);
 			return -1;
 		}
 		json_t *props = json_object_get(dev, "properties");
@@ -227,7 +233,8 @@ static int normalise_fleet(json_t *fleet, char *err, size_t errlen)
 		if (!json_object_get(dev, "connection_status"))
 			json_object_set_new(dev, "connection_status", json_string("Online"));
 		if (!json_is_string(json_object_get(dev, "connection_status"))) {
-			snprintf(err, errlen, "fleet: %s: \"connection_status\" must be a string", dsn);
+			snprintf(err, errlen, "fleet: %s: \"connection_status\" must be a string",
+				 dsn);
 			return -1;
 		}
 		if (!json_object_get(dev, "product_name"))
@@ -235,19 +242,24 @@ static int normalise_fleet(json_t *fleet, char *err, size_t errlen)
 		json_object_set_new(dev, "key", json_integer((json_int_t)(k + 1)));
 		size_t j;
 		json_t *p;
-		json_array_foreach(props, j, p) {
+		json_array_foreach(props, j, p)
+		{
 			if (!json_string_value(json_object_get(p, "name")) ||
 			    !json_string_value(json_object_get(p, "base_type"))) {
-				snprintf(err, errlen, "fleet: %s: property %zu needs \"name\" and "
-						      "\"base_type\"", dsn, j);
+				snprintf(err, errlen,
+					 "fleet: %s: property %zu needs \"name\" and "
+					 "\"base_type\"",
+					 dsn, j);
 				return -1;
 			}
 			if (!json_object_get(p, "direction"))
 				json_object_set_new(p, "direction", json_string("output"));
 			const char *dir = json_string_value(json_object_get(p, "direction"));
 			if (!dir || (strcmp(dir, "input") && strcmp(dir, "output"))) {
-				snprintf(err, errlen, "fleet: %s: property %zu: \"direction\" must be "
-						      "\"input\" or \"output\"", dsn, j);
+				snprintf(err, errlen,
+					 "fleet: %s: property %zu: \"direction\" must be "
+					 "\"input\" or \"output\"",
+					 dsn, j);
 				return -1;
 			}
 			if (!json_object_get(p, "read_only"))
@@ -268,7 +280,8 @@ static json_t *find_device(struct sim_cloud *c, const char *dsn)
 {
 	size_t k;
 	json_t *dev;
-	json_array_foreach(json_object_get(c->fleet, "devices"), k, dev) {
+	json_array_foreach(json_object_get(c->fleet, "devices"), k, dev)
+	{
 		if (!strcmp(json_string_value(json_object_get(dev, "dsn")), dsn))
 			return dev;
 	}
@@ -279,7 +292,8 @@ static json_t *find_property(json_t *dev, const char *name)
 {
 	size_t k;
 	json_t *p;
-	json_array_foreach(json_object_get(dev, "properties"), k, p) {
+	json_array_foreach(json_object_get(dev, "properties"), k, p)
+	{
 		if (!strcmp(json_string_value(json_object_get(p, "name")), name))
 			return p;
 	}
@@ -361,7 +375,8 @@ static const char *check_value(json_t *p, json_t *value, json_t **typed)
 			*typed = json_integer(json_is_true(value));
 			return NULL;
 		}
-		if (json_is_number(value) && (json_number_value(value) == 0 || json_number_value(value) == 1)) {
+		if (json_is_number(value) &&
+		    (json_number_value(value) == 0 || json_number_value(value) == 1)) {
 			*typed = json_integer((json_int_t)json_number_value(value));
 			return NULL;
 		}
@@ -369,7 +384,8 @@ static const char *check_value(json_t *p, json_t *value, json_t **typed)
 	}
 	if (!strcmp(type, "integer")) {
 		double v = json_number_value(value);
-		if (!json_is_number(value) || v != floor(v) || v < -2147483648.0 || v > 2147483647.0)
+		if (!json_is_number(value) || v != floor(v) || v < -2147483648.0 ||
+		    v > 2147483647.0)
 			return "value must be an integer between -2147483648 and 2147483647";
 		*typed = json_integer((json_int_t)v);
 		return NULL;
@@ -414,9 +430,10 @@ static void issue_tokens(struct sim_cloud *c, struct sim_response *out)
 	random_hex(c, t->refresh, 32);
 	t->expires = ayla_monotime() + c->cfg.token_lifetime;
 	t->live = 1;
-	reply(out, 200, json_pack("{s:s, s:s, s:i, s:s, s:[]}", "access_token", t->access,
-				  "refresh_token", t->refresh, "expires_in",
-				  (json_int_t)c->cfg.token_lifetime, "role", "EndUser", "role_tags"));
+	reply(out, 200,
+	      json_pack("{s:s, s:s, s:i, s:s, s:[]}", "access_token", t->access, "refresh_token",
+			t->refresh, "expires_in", (json_int_t)c->cfg.token_lifetime, "role",
+			"EndUser", "role_tags"));
 }
 
 static void sign_in(struct sim_cloud *c, json_t *req, struct sim_response *out)
@@ -433,7 +450,8 @@ static void sign_in(struct sim_cloud *c, json_t *req, struct sim_response *out)
 		fail(out, 404, ERR_STRING, "Could not find application");
 		return;
 	}
-	if (!email || !password || strcmp(email, c->cfg.email) || strcmp(password, c->cfg.password)) {
+	if (!email || !password || strcmp(email, c->cfg.email) ||
+	    strcmp(password, c->cfg.password)) {
 		if (++c->failures >= LOCKOUT_FAILURES)
 			c->locked_until = ayla_monotime() + LOCKOUT_SECONDS;
 		fail(out, 401, ERR_STRING, "Invalid email or password.");
@@ -476,7 +494,8 @@ static void list_devices(struct sim_cloud *c, struct sim_response *out)
 	json_t *list = json_array();
 	size_t k;
 	json_t *dev;
-	json_array_foreach(json_object_get(c->fleet, "devices"), k, dev) {
+	json_array_foreach(json_object_get(c->fleet, "devices"), k, dev)
+	{
 		json_t *d = json_deep_copy(dev);
 		json_object_del(d, "properties");
 		json_array_append_new(list, json_pack("{s:o}", "device", d));
@@ -494,8 +513,9 @@ static void write_datapoint(struct sim_cloud *c, json_t *dev, json_t *p, json_t 
 	}
 	if (strcmp(json_string_value(json_object_get(p, "direction")), "input") ||
 	    json_is_true(json_object_get(p, "read_only"))) {
-		fail(out, 403, ERR_OBJECT, "property is not writable from the cloud (an output "
-					   "or read-only property)");
+		fail(out, 403, ERR_OBJECT,
+		     "property is not writable from the cloud (an output "
+		     "or read-only property)");
 		return;
 	}
 	json_t *typed = NULL;
@@ -515,8 +535,9 @@ static void write_datapoint(struct sim_cloud *c, json_t *dev, json_t *p, json_t 
 	json_t *meta = json_object_get(json_object_get(req, "datapoint"), "metadata");
 	d->json = json_pack("{s:s, s:n, s:s, s:s, s:s, s:b, s:b, s:O, s:O}", "id", d->id,
 			    "created_at_from_device", "updated_at", now, "created_at", now,
-			    "user_uuid", "00000000-0000-0000-0000-000000000000", "echo", 0, "closed",
-			    0, "value", typed, "metadata", json_is_object(meta) ? meta : json_object());
+			    "user_uuid", "00000000-0000-0000-0000-000000000000", "echo", 0,
+			    "closed", 0, "value", typed, "metadata",
+			    json_is_object(meta) ? meta : json_object());
 	if (!json_is_object(meta))
 		json_decref(json_object_get(d->json, "metadata")); /* the temporary {} above */
 
@@ -529,8 +550,10 @@ static void write_datapoint(struct sim_cloud *c, json_t *dev, json_t *p, json_t 
 	    !strcmp(json_string_value(json_object_get(dev, "connection_status")), "Online")) {
 		struct pending_ack *a = calloc(1, sizeof *a);
 		if (a) {
-			snprintf(a->dsn, sizeof a->dsn, "%s", json_string_value(json_object_get(dev, "dsn")));
-			snprintf(a->prop, sizeof a->prop, "%s", json_string_value(json_object_get(p, "name")));
+			snprintf(a->dsn, sizeof a->dsn, "%s",
+				 json_string_value(json_object_get(dev, "dsn")));
+			snprintf(a->prop, sizeof a->prop, "%s",
+				 json_string_value(json_object_get(p, "name")));
 			snprintf(a->id, sizeof a->id, "%s", d->id);
 			c->hooks.later(c->hooks.ud, c->cfg.ack_delay, device_acks, a);
 		}
@@ -548,8 +571,8 @@ static void get_datapoint(struct sim_cloud *c, const char *id, struct sim_respon
 	fail(out, 404, ERR_STRING, "Datapoint not found");
 }
 
-static const char *const event_types[] = {"connectivity", "datapoint", "datapointack",
-					  "location", "registration"};
+static const char *const event_types[] = {"connectivity", "datapoint", "datapointack", "location",
+					  "registration"};
 
 static const char *check_subscription(json_t *req)
 {
@@ -570,7 +593,8 @@ static const char *check_subscription(json_t *req)
 		return "a cloud subscription takes one subscription_type";
 	char copy[128];
 	snprintf(copy, sizeof copy, "%s", type);
-	for (char *save = NULL, *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+	for (char *save = NULL, *t = strtok_r(copy, ",", &save); t;
+	     t = strtok_r(NULL, ",", &save)) {
 		while (*t == ' ')
 			t++;
 		int known = 0;
@@ -630,7 +654,8 @@ static struct subscription *find_subscription(struct sim_cloud *c, const char *i
 	return NULL;
 }
 
-static void delete_subscription(struct sim_cloud *c, struct subscription *s, struct sim_response *out)
+static void delete_subscription(struct sim_cloud *c, struct subscription *s,
+				struct sim_response *out)
 {
 	char key[33];
 	snprintf(key, sizeof key, "%s", s->key);
@@ -657,7 +682,10 @@ static size_t split_path(const char *path, char *buf, size_t buflen, char **seg)
 	return n;
 }
 
-static int is(const char *a, const char *b) { return a && !strcmp(a, b); }
+static int is(const char *a, const char *b)
+{
+	return a && !strcmp(a, b);
+}
 
 void sim_cloud_handle(struct sim_cloud *c, const char *method, const char *path,
 		      const char *authorization, const char *body, size_t body_len,
@@ -725,13 +753,15 @@ void sim_cloud_handle(struct sim_cloud *c, const char *method, const char *path,
 				size_t k;
 				json_t *each;
 				json_array_foreach(json_object_get(dev, "properties"), k, each)
-					json_array_append_new(list, json_pack("{s:o}", "property",
-									      property_view(dev, each)));
+					json_array_append_new(list,
+							      json_pack("{s:o}", "property",
+									property_view(dev, each)));
 				reply(out, 200, list);
 			} else if (n >= 5 && !p) {
 				fail(out, 404, ERR_OBJECT, "Property not found");
 			} else if (n == 5 && get) {
-				reply(out, 200, json_pack("{s:o}", "property", property_view(dev, p)));
+				reply(out, 200,
+				      json_pack("{s:o}", "property", property_view(dev, p)));
 			} else if (n == 6 && is(seg[5], "datapoints") && post) {
 				write_datapoint(c, dev, p, req, out);
 			} else if (n == 7 && is(seg[5], "datapoints") && get) {
@@ -784,9 +814,11 @@ static const char *device_reports(struct sim_cloud *c, json_t *dev)
 	json_t *props = json_object_get(dev, "properties"), *cands[64];
 	size_t n = 0, k;
 	json_t *p;
-	json_array_foreach(props, k, p) {
+	json_array_foreach(props, k, p)
+	{
 		const char *bt = json_string_value(json_object_get(p, "base_type"));
-		if (n < 64 && !strcmp(json_string_value(json_object_get(p, "direction")), "output") &&
+		if (n < 64 &&
+		    !strcmp(json_string_value(json_object_get(p, "direction")), "output") &&
 		    !json_is_true(json_object_get(p, "read_only")) &&
 		    (!strcmp(bt, "decimal") || !strcmp(bt, "integer") || !strcmp(bt, "boolean")))
 			cands[n++] = p;
@@ -840,8 +872,8 @@ static const char *location_update(struct sim_cloud *c, json_t *dev)
 	snprintf(lng, sizeof lng, "%.6f", -69.0 - ayla_random(&c->behave_rng));
 	publish(c, json_pack("{s:o, s:{s:O, s:s, s:s, s:s, s:s, s:s, s:s}}", "metadata",
 			     event_metadata(c, dev, NULL, "location"), "location_event", "dsn",
-			     json_object_get(dev, "dsn"), "ip", "192.0.2.10", "lat", lat, "long", lng,
-			     "provider", "ip-based", "user_uuid",
+			     json_object_get(dev, "dsn"), "ip", "192.0.2.10", "lat", lat, "long",
+			     lng, "provider", "ip-based", "user_uuid",
 			     "00000000-0000-0000-0000-000000000000", "created_at", now));
 	return "location";
 }
@@ -852,12 +884,13 @@ static const char *registration_change(struct sim_cloud *c, json_t *dev)
 	char now[32];
 	iso_now(now);
 	json_object_set_new(dev, "registered", json_boolean(!registered));
-	json_t *body = json_pack("{s:O, s:n, s:b, s:s}", "dsn", json_object_get(dev, "dsn"),
-				 "user_uuid", "registered", !registered, "registration_type",
-				 "AP-Mode");
-	json_object_set_new(body, registered ? "unregistered_at" : "registered_at", json_string(now));
-	publish(c, json_pack("{s:o, s:o}", "metadata",
-			     event_metadata(c, dev, NULL, "registration"), "registration_event", body));
+	json_t *body =
+		json_pack("{s:O, s:n, s:b, s:s}", "dsn", json_object_get(dev, "dsn"), "user_uuid",
+			  "registered", !registered, "registration_type", "AP-Mode");
+	json_object_set_new(body, registered ? "unregistered_at" : "registered_at",
+			    json_string(now));
+	publish(c, json_pack("{s:o, s:o}", "metadata", event_metadata(c, dev, NULL, "registration"),
+			     "registration_event", body));
 	return registered ? "unregistration" : "registration";
 }
 
@@ -869,7 +902,8 @@ const char *sim_cloud_behave(struct sim_cloud *c)
 		return NULL;
 	json_t *dev = json_array_get(devices, pick(c, n));
 	double roll = ayla_random(&c->behave_rng);
-	int online = !strcmp(json_string_value(json_object_get(dev, "connection_status")), "Online");
+	int online =
+		!strcmp(json_string_value(json_object_get(dev, "connection_status")), "Online");
 	if (roll < 0.70 && online) { /* offline devices report nothing */
 		const char *did = device_reports(c, dev);
 		if (did)
@@ -892,7 +926,10 @@ static struct subscription *by_key(struct sim_cloud *c, const char *key)
 	return NULL;
 }
 
-int sim_cloud_key_valid(struct sim_cloud *c, const char *key) { return by_key(c, key) != NULL; }
+int sim_cloud_key_valid(struct sim_cloud *c, const char *key)
+{
+	return by_key(c, key) != NULL;
+}
 
 static int meta_is(const char *json, size_t len, const char *field, const char *list)
 {
@@ -951,7 +988,10 @@ void sim_cloud_expire_tokens(struct sim_cloud *c)
 		c->tokens[k].expires = 0;
 }
 
-static char *dup(const char *s, const char *def) { return strdup(s ? s : def); }
+static char *dup(const char *s, const char *def)
+{
+	return strdup(s ? s : def);
+}
 
 struct sim_cloud *sim_cloud_new(const struct sim_cloud_config *cfg,
 				const struct sim_cloud_hooks *hooks, char *err, size_t errlen)
@@ -976,7 +1016,8 @@ struct sim_cloud *sim_cloud_new(const struct sim_cloud_config *cfg,
 		if (!c->fleet && jerr.line < 0) /* could not read it at all */
 			snprintf(err, errlen, "fleet %s: %s", cfg->fleet_file, jerr.text);
 		else if (!c->fleet)
-			snprintf(err, errlen, "fleet %s:%d: %s", cfg->fleet_file, jerr.line, jerr.text);
+			snprintf(err, errlen, "fleet %s:%d: %s", cfg->fleet_file, jerr.line,
+				 jerr.text);
 	} else {
 		c->fleet = json_loads(demo_fleet, 0, &jerr);
 		if (!c->fleet)

@@ -26,17 +26,17 @@ struct sim_cloud_hooks {
 };
 
 struct sim_cloud_config {
-	const char *fleet_file;  /* JSON fleet; NULL: the built-in demo fleet */
+	const char *fleet_file; /* JSON fleet; NULL: the built-in demo fleet */
 	const char *email, *password, *app_id, *app_secret; /* NULL: the demo user */
-	double token_lifetime;   /* seconds; default 86400 */
-	double ack_delay;        /* a device's ack delay in seconds; default 0.2 */
-	unsigned long seed;      /* scripted behaviour's random sequence; 0: 1 */
+	double token_lifetime;                              /* seconds; default 86400 */
+	double ack_delay;   /* a device's ack delay in seconds; default 0.2 */
+	unsigned long seed; /* scripted behaviour's random sequence; 0: 1 */
 };
 
 /* The demo credentials, printed by ayla-sim so that nothing is secret. */
-#define SIM_DEMO_EMAIL "demo@ayla-sim.local"
-#define SIM_DEMO_PASSWORD "demo-password"
-#define SIM_DEMO_APP_ID "ayla-sim-app"
+#define SIM_DEMO_EMAIL      "demo@ayla-sim.local"
+#define SIM_DEMO_PASSWORD   "demo-password"
+#define SIM_DEMO_APP_ID     "ayla-sim-app"
 #define SIM_DEMO_APP_SECRET "ayla-sim-secret"
 
 struct sim_cloud *sim_cloud_new(const struct sim_cloud_config *cfg,
@@ -45,7 +45,7 @@ void sim_cloud_free(struct sim_cloud *c);
 
 struct sim_response {
 	unsigned status;
-	char *body; /* malloc'd JSON text, or NULL for no body */
+	char *body;           /* malloc'd JSON text, or NULL for no body */
 	unsigned retry_after; /* seconds, sent when non-zero */
 };
 

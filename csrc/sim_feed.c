@@ -42,8 +42,8 @@ static struct sim_frame *event_frame(const char *json, size_t len, uint64_t seq)
 		postlen = len - at;
 		/* "seq" goes first; a comma unless the object is empty */
 		size_t k = 0;
-		while (k < postlen && (post[k] == ' ' || post[k] == '\n' || post[k] == '\t' ||
-				       post[k] == '\r'))
+		while (k < postlen &&
+		       (post[k] == ' ' || post[k] == '\n' || post[k] == '\t' || post[k] == '\r'))
 			k++;
 		sep = (k < postlen && post[k] == '}') ? "" : ",";
 	}
@@ -68,7 +68,6 @@ static struct sim_frame *event_frame(const char *json, size_t len, uint64_t seq)
 	memcpy(o, post, postlen);
 	return f;
 }
-
 
 static struct sim_feed *feed_new(struct ayla_sim *sim, const char *key, int firehose)
 {
@@ -150,7 +149,8 @@ void sim_feed_broadcast(struct ayla_sim *sim, const char *json, size_t len)
 	sim_feed_for(sim, sim->key);
 	uint64_t firehose_seq = 0;
 	for (struct sim_feed *f = sim->feeds; f; f = f->next) {
-		if (f->firehose || (sim->cloud && sim_cloud_key_matches(sim->cloud, f->key, json, len)))
+		if (f->firehose ||
+		    (sim->cloud && sim_cloud_key_matches(sim->cloud, f->key, json, len)))
 			feed_event(sim, f, json, len, fragments);
 		if (f->firehose)
 			firehose_seq = f->seq;

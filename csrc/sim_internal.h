@@ -63,17 +63,25 @@ struct sim_client {
 	struct ayla_sim *sim;
 	struct sim_feed *feed;
 	struct out_node *head, *tail;
-	size_t sent_of_head;   /* bytes of head already sent as fragments */
-	int hb_due;            /* a heartbeat waits to be written */
-	int hb_outstanding;    /* sent and not answered */
+	size_t sent_of_head; /* bytes of head already sent as fragments */
+	int hb_due;          /* a heartbeat waits to be written */
+	int hb_outstanding;  /* sent and not answered */
 	uint64_t flood_left;
-	uint64_t seq_start;    /* from the handshake: replay history from here */
-	char key[65];          /* from the handshake */
+	uint64_t seq_start; /* from the handshake: replay history from here */
+	char key[65];       /* from the handshake */
 	lws_sorted_usec_list_t sul_hb;
 	struct sim_rest_conn rest;
 };
 
-enum cmd_type { CMD_EMIT, CMD_RAW, CMD_FAULT, CMD_FLOOD, CMD_REST_FAULT, CMD_EXPIRE, CMD_BEHAVE };
+enum cmd_type {
+	CMD_EMIT,
+	CMD_RAW,
+	CMD_FAULT,
+	CMD_FLOOD,
+	CMD_REST_FAULT,
+	CMD_EXPIRE,
+	CMD_BEHAVE
+};
 
 struct sim_cmd {
 	struct sim_cmd *next;
@@ -116,7 +124,7 @@ struct ayla_sim {
 	size_t nlines, line_at;
 	int scenario_started;
 	SSL_CTX *unused_client_ctx; /* see ayla_sim_start */
-	unsigned char *scratch; /* LWS_PRE + message, for lws_write */
+	unsigned char *scratch;     /* LWS_PRE + message, for lws_write */
 	size_t scratch_cap;
 };
 

@@ -39,10 +39,14 @@ static void hook_later(void *ud, double seconds, void (*fn)(struct sim_cloud *, 
 	t->arg = arg;
 	t->next = sim->timers;
 	sim->timers = t;
-	lws_sul_schedule(sim->io.ctx, 0, &t->sul, timer_fires, (lws_usec_t)(seconds * LWS_USEC_PER_SEC));
+	lws_sul_schedule(sim->io.ctx, 0, &t->sul, timer_fires,
+			 (lws_usec_t)(seconds * LWS_USEC_PER_SEC));
 }
 
-static void hook_revoked(void *ud, const char *key) { sim_feed_revoke(ud, key); }
+static void hook_revoked(void *ud, const char *key)
+{
+	sim_feed_revoke(ud, key);
+}
 
 void sim_rest_hooks(struct ayla_sim *sim, struct sim_cloud_hooks *hooks)
 {
@@ -97,8 +101,9 @@ static void delay_over(lws_sorted_usec_list_t *sul)
 static void answer(struct ayla_sim *sim, struct sim_client *c)
 {
 	struct sim_rest_conn *r = &c->rest;
-	sim_cloud_handle(sim->cloud, r->method, r->path, r->authorization[0] ? r->authorization : NULL,
-			 r->body, r->body_len, &r->resp);
+	sim_cloud_handle(sim->cloud, r->method, r->path,
+			 r->authorization[0] ? r->authorization : NULL, r->body, r->body_len,
+			 &r->resp);
 	pthread_mutex_lock(&sim->mu);
 	sim->st.rest_requests++;
 	pthread_mutex_unlock(&sim->mu);

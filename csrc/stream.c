@@ -17,11 +17,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#define HB_RING 16 /* heartbeats awaiting a reply whose arrival time we keep */
+#define HB_RING   16   /* heartbeats awaiting a reply whose arrival time we keep */
 #define SEEN_RING 4096 /* hashes of recently delivered events, to tell replays */
 
 struct ayla_stream {
-	struct ayla_io_conn conn; /* first: the hub writes TLS refusals here */
+	struct ayla_io_conn conn;      /* first: the hub writes TLS refusals here */
 	struct ayla_stream_config cfg; /* strings owned (strdup) */
 	struct ayla_io *io;            /* held from open to close */
 	struct lws_vhost *vh;
@@ -50,11 +50,11 @@ struct ayla_stream {
 	unsigned seen_next;
 	int destroying; /* set on the I/O thread by close: no more reconnects */
 	unsigned attempts;
-	int resumed;      /* this connection asked for seq_start */
-	int got_message;  /* this connection delivered something */
-	int idle_killed;  /* the watchdog ended this connection */
+	int resumed;     /* this connection asked for seq_start */
+	int got_message; /* this connection delivered something */
+	int idle_killed; /* the watchdog ended this connection */
 	uint64_t rng;
-	double last_rx;   /* monotonic */
+	double last_rx; /* monotonic */
 	char *rx;
 	size_t rx_len, rx_cap;
 	int rx_oversize, rx_binary;
@@ -65,9 +65,8 @@ struct ayla_stream {
 };
 
 static const char *const state_names[] = {
-	[AYLA_CONNECTING] = "connecting", [AYLA_OPEN] = "open", [AYLA_BACKOFF] = "backoff",
-	[AYLA_REFUSED] = "refused",       [AYLA_CLOSED] = "closed",
-	[AYLA_ENDED] = "ended",
+	[AYLA_CONNECTING] = "connecting", [AYLA_OPEN] = "open",     [AYLA_BACKOFF] = "backoff",
+	[AYLA_REFUSED] = "refused",       [AYLA_CLOSED] = "closed", [AYLA_ENDED] = "ended",
 };
 
 static const char *const type_names[AYLA_EV_COUNT] = {
@@ -76,8 +75,14 @@ static const char *const type_names[AYLA_EV_COUNT] = {
 	[AYLA_EV_REGISTRATION] = "registration", [AYLA_EV_OTHER] = "other",
 };
 
-const char *ayla_stream_state_name(enum ayla_stream_state state) { return state_names[state]; }
-const char *ayla_event_type_name(enum ayla_event_type type) { return type_names[type]; }
+const char *ayla_stream_state_name(enum ayla_stream_state state)
+{
+	return state_names[state];
+}
+const char *ayla_event_type_name(enum ayla_event_type type)
+{
+	return type_names[type];
+}
 
 /* ---- helpers on shared state (caller holds mu unless noted) ---- */
 
@@ -280,7 +285,8 @@ static void handshake_timeout(lws_sorted_usec_list_t *sul)
 		set_error(s, "looking up %s took longer than %.1f s (connect_timeout)", s->cfg.host,
 			  s->cfg.connect_timeout);
 	else
-		set_error(s, "no answer to the connection from %s:%d within %.1f s (connect_timeout)",
+		set_error(s,
+			  "no answer to the connection from %s:%d within %.1f s (connect_timeout)",
 			  s->cfg.host, s->cfg.port, s->cfg.connect_timeout);
 	pthread_mutex_unlock(&s->mu);
 	if (s->wsi) /* any close callbacks run now; the guard keeps it one attempt */
@@ -297,8 +303,8 @@ static void watchdog(lws_sorted_usec_list_t *sul)
 	if (silent > s->cfg.idle_timeout) {
 		pthread_mutex_lock(&s->mu);
 		s->st.idle_timeouts++;
-		set_error(s, "no message from the server for %.1f s (idle_timeout %.1f s)%s", silent,
-			  s->cfg.idle_timeout, s->cfg.reconnect ? ": reconnecting" : "");
+		set_error(s, "no message from the server for %.1f s (idle_timeout %.1f s)%s",
+			  silent, s->cfg.idle_timeout, s->cfg.reconnect ? ": reconnecting" : "");
 		pthread_mutex_unlock(&s->mu);
 		s->idle_killed = 1;
 		lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
@@ -531,8 +537,8 @@ static void connection_lost(struct ayla_stream *s)
 		schedule_connect(s);
 }
 
-int ayla_stream_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
-			 void *in, size_t len)
+int ayla_stream_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+			 size_t len)
 {
 	struct ayla_stream *s = user; /* the connect info's userdata */
 	if (!s)
@@ -553,8 +559,9 @@ int ayla_stream_callback(struct lws *wsi, enum lws_callback_reasons reason, void
 			set_state(s, AYLA_REFUSED);
 			wake_fd(s); /* an event loop must learn of it: next() says why */
 		} else if (s->conn.tls_error[0]) {
-			set_error(s, "TLS: the certificate of %s was refused: %s (give ca_file = "
-				     "the CA's PEM file if the server uses a private CA)",
+			set_error(s,
+				  "TLS: the certificate of %s was refused: %s (give ca_file = "
+				  "the CA's PEM file if the server uses a private CA)",
 				  s->cfg.host, s->conn.tls_error);
 		} else if (status) {
 			set_error(s, "connection to %s:%d refused with HTTP %u", s->cfg.host,
@@ -606,7 +613,10 @@ int ayla_stream_callback(struct lws *wsi, enum lws_callback_reasons reason, void
 
 /* ---- the Lua-thread side ---- */
 
-static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
+static char *dup_or_null(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
 
 static void free_config(struct ayla_stream_config *c)
 {
@@ -774,7 +784,10 @@ enum ayla_stream_state ayla_stream_snapshot(struct ayla_stream *s, struct ayla_s
 	return state;
 }
 
-int ayla_stream_fd(struct ayla_stream *s) { return s->efd; }
+int ayla_stream_fd(struct ayla_stream *s)
+{
+	return s->efd;
+}
 
 void ayla_stream_close(struct ayla_stream *s)
 {

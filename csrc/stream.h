@@ -27,10 +27,10 @@ struct ayla_stream_config {
 	double idle_timeout;         /* seconds without any message: dead; 0 = off */
 	double connect_timeout;      /* seconds for TCP, TLS and the upgrade to finish */
 	double backoff_min, backoff_max;
-	int resume;            /* reconnect with seq_start = last seq + 1 */
-	int reconnect;         /* 0: a lost connection ends the stream (AYLA_ENDED) */
-	uint64_t seq_start;    /* first connection's seq_start; 0 = none */
-	size_t queue_max;      /* events */
+	int resume;         /* reconnect with seq_start = last seq + 1 */
+	int reconnect;      /* 0: a lost connection ends the stream (AYLA_ENDED) */
+	uint64_t seq_start; /* first connection's seq_start; 0 = none */
+	size_t queue_max;   /* events */
 	size_t queue_max_bytes;
 	enum ayla_drop_policy drop_policy;
 	size_t max_message; /* bytes of one reassembled message */
@@ -39,10 +39,10 @@ struct ayla_stream_config {
 enum ayla_stream_state {
 	AYLA_CONNECTING,
 	AYLA_OPEN,
-	AYLA_BACKOFF,  /* waiting to reconnect */
-	AYLA_REFUSED,  /* the server refused the key: no more attempts */
-	AYLA_CLOSED,   /* closed by the user */
-	AYLA_ENDED,    /* the connection ended and reconnect is off */
+	AYLA_BACKOFF, /* waiting to reconnect */
+	AYLA_REFUSED, /* the server refused the key: no more attempts */
+	AYLA_CLOSED,  /* closed by the user */
+	AYLA_ENDED,   /* the connection ended and reconnect is off */
 };
 
 enum ayla_event_type {

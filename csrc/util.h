@@ -8,7 +8,7 @@
 #include <pthread.h>
 #include <time.h>
 
-double ayla_now(void);      /* wall clock, seconds since the epoch */
+double ayla_now(void); /* wall clock, seconds since the epoch */
 
 /* The CLOCK_MONOTONIC time `seconds` from now, for pthread_cond_timedwait
  * (negative or NaN: now; clamped to a million seconds). */

@@ -95,7 +95,7 @@ void ayla_new_type(lua_State *L, const char *name, const luaL_Reg *meta, const l
 	lua_pop(L, 1);
 }
 
-#define IO_MT "ayla.core.IO"
+#define IO_MT  "ayla.core.IO"
 #define IO_KEY "ayla.core.io" /* registry: weak table holding this state's hub */
 
 typedef struct {

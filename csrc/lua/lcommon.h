@@ -27,8 +27,8 @@ struct ayla_io;
  * returns the hub; on failure pushes a message instead and returns NULL. */
 struct ayla_io *ayla_push_io(lua_State *L);
 
-int ayla_open_stream(lua_State *L); /* registers ayla.core.Stream, pushes its constructor */
+int ayla_open_stream(lua_State *L);  /* registers ayla.core.Stream, pushes its constructor */
 int ayla_open_request(lua_State *L); /* registers ayla.core.Request, pushes its constructor */
-int ayla_open_sim(lua_State *L);    /* registers ayla.core.Sim, pushes its constructor */
+int ayla_open_sim(lua_State *L);     /* registers ayla.core.Sim, pushes its constructor */
 
 #endif

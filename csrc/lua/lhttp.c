@@ -124,7 +124,7 @@ static int request_tostring(lua_State *L)
 		lua_pushfstring(L, REQUEST_MT " (HTTP %d)", (int)r.status);
 	else
 		lua_pushstring(L, r.state == AYLA_HTTP_PENDING ? REQUEST_MT " (pending)"
-							      : REQUEST_MT " (failed)");
+							       : REQUEST_MT " (failed)");
 	return 1;
 }
 

@@ -225,12 +225,21 @@ static int sim_tostring(lua_State *L)
 int ayla_open_sim(lua_State *L)
 {
 	static const luaL_Reg methods[] = {
-		{"port", sim_port},   {"key", sim_key},         {"tls", sim_tls},
-		{"emit", sim_emit},   {"send_raw", sim_send_raw}, {"garble", sim_garble},
-		{"fault", sim_fault}, {"flood", sim_flood},     {"stats", sim_stats},
-		{"rest_fault", sim_rest_fault}, {"expire_tokens", sim_expire_tokens},
-		{"credentials", sim_credentials}, {"behave", sim_behave},
-		{"stop", sim_stop},   {NULL, NULL},
+		{"port", sim_port},
+		{"key", sim_key},
+		{"tls", sim_tls},
+		{"emit", sim_emit},
+		{"send_raw", sim_send_raw},
+		{"garble", sim_garble},
+		{"fault", sim_fault},
+		{"flood", sim_flood},
+		{"stats", sim_stats},
+		{"rest_fault", sim_rest_fault},
+		{"expire_tokens", sim_expire_tokens},
+		{"credentials", sim_credentials},
+		{"behave", sim_behave},
+		{"stop", sim_stop},
+		{NULL, NULL},
 	};
 	static const luaL_Reg meta[] = {
 		{"__gc", sim_stop},

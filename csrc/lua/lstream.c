@@ -239,8 +239,12 @@ static int stream_tostring(lua_State *L)
 int ayla_open_stream(lua_State *L)
 {
 	static const luaL_Reg methods[] = {
-		{"pop", stream_pop},     {"wait", stream_wait}, {"state", stream_state},
-		{"stats", stream_stats}, {"fd", stream_fd},     {"close", stream_close},
+		{"pop", stream_pop},
+		{"wait", stream_wait},
+		{"state", stream_state},
+		{"stats", stream_stats},
+		{"fd", stream_fd},
+		{"close", stream_close},
 		{NULL, NULL},
 	};
 	static const luaL_Reg meta[] = {

@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <string.h>
 
-
 #define MAX_RECS 8
 struct seen {
 	size_t n;

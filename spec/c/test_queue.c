@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 static void push_n(struct ayla_queue *q, int from, int to)
 {
 	char buf[16];
