@@ -4,6 +4,8 @@
  * memory, and turns signals into flags the runner polls (SIGHUP reloads,
  * SIGINT and SIGTERM stop, SIGUSR1 prints the status line).
  */
+#include "util.h"
+
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
@@ -137,9 +139,10 @@ int main(int argc, char **argv)
 	struct memory_cap cap = {0, (size_t)256 << 20};
 	for (int k = 1; k + 1 < argc; k++)
 		if (!strcmp(argv[k], "--memory")) {
-			long mb = atol(argv[k + 1]);
-			if (mb < 16) {
-				fprintf(stderr, "ayla-rules: --memory takes at least 16 (MB)\n");
+			double mb;
+			if (ayla_parse_number(argv[k + 1], 16, 1 << 20, &mb)) {
+				fprintf(stderr,
+					"ayla-rules: --memory takes a number of MB from 16 to 1048576\n");
 				return 2;
 			}
 			cap.limit = (size_t)mb << 20;

@@ -1,6 +1,7 @@
 /* ayla-sim: the local stand-in for the Ayla Datastream Service. */
 #include "sim.h"
 #include "sim_cloud.h"
+#include "util.h"
 
 #include <getopt.h>
 #include <poll.h>
@@ -63,13 +64,27 @@ static void print_stats(struct ayla_sim *sim)
 	fflush(stdout);
 }
 
+/* The value of a numeric option, or exit 2 saying which option and why. */
+static double number_option(const char *option, const char *text, double min, double max)
+{
+	double x;
+	if (ayla_parse_number(text, min, max, &x)) {
+		fprintf(stderr, "ayla-sim: --%s takes a number from %g to %g, not '%.40s'\n",
+			option, min, max, text);
+		exit(2);
+	}
+	return x;
+}
+
 static void command(struct ayla_sim *sim, char *line)
 {
 	line[strcspn(line, "\r\n")] = '\0';
 	char *arg = strchr(line, ' ');
 	if (arg)
 		*arg++ = '\0';
-	double x = arg ? atof(arg) : 0;
+	double x = 0;
+	if (arg && ayla_parse_number(arg, -1e15, 1e15, &x))
+		x = 0; /* not a number: only commands taking text accept it */
 	int rc = 0;
 	if (!strcmp(line, "emit") && arg)
 		rc = ayla_sim_emit(sim, arg, strlen(arg));
@@ -95,7 +110,7 @@ static void command(struct ayla_sim *sim, char *line)
 		char kind[16];
 		unsigned count = 0;
 		double seconds = 1;
-		if (sscanf(arg, "%15s %u %lf", kind, &count, &seconds) < 2)
+		if (sscanf(arg, "%15s %u %lf", kind, &count, &seconds) < 2) // NOLINT(cert-err34-c)
 			rc = -1;
 		else
 			rc = ayla_sim_rest_fault(sim, kind, count, seconds);
@@ -137,7 +152,7 @@ int main(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "p:k:s:i:lh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'p':
-			cfg.port = atoi(optarg);
+			cfg.port = (int)number_option("port", optarg, 0, 65535);
 			break;
 		case 'H':
 			cfg.host = optarg;
@@ -146,16 +161,16 @@ int main(int argc, char **argv)
 			cfg.key = optarg;
 			break;
 		case 'b':
-			cfg.heartbeat_interval = atof(optarg);
+			cfg.heartbeat_interval = number_option("heartbeat", optarg, 0.001, 86400);
 			break;
 		case 'm':
-			cfg.heartbeat_misses = atoi(optarg);
+			cfg.heartbeat_misses = (int)number_option("misses", optarg, 1, 1000);
 			break;
 		case 's':
 			cfg.scenario = optarg;
 			break;
 		case 'i':
-			cfg.event_interval = atof(optarg);
+			cfg.event_interval = number_option("interval", optarg, 0, 86400);
 			break;
 		case 'l':
 			cfg.loop = 1;
@@ -167,22 +182,22 @@ int main(int argc, char **argv)
 			cfg.key_file = optarg;
 			break;
 		case 'f':
-			flood = atol(optarg);
+			flood = (long)number_option("flood", optarg, 0, 1e12);
 			break;
 		case 'F':
 			cfg.fleet = optarg;
 			break;
 		case 'T':
-			cfg.token_lifetime = atof(optarg);
+			cfg.token_lifetime = number_option("token-lifetime", optarg, 0, 1e9);
 			break;
 		case 'A':
-			cfg.ack_delay = atof(optarg);
+			cfg.ack_delay = number_option("ack-delay", optarg, 0, 86400);
 			break;
 		case 'B':
-			cfg.behaviour_interval = atof(optarg);
+			cfg.behaviour_interval = number_option("behave", optarg, 0, 86400);
 			break;
 		case 'S':
-			cfg.seed = strtoul(optarg, NULL, 10);
+			cfg.seed = (unsigned long)number_option("seed", optarg, 0, 4294967295.0);
 			break;
 		case 'h':
 			usage(stdout);

@@ -57,7 +57,7 @@ static int append(struct ayla_http *h, const char *data, size_t len)
 {
 	if (h->resp_len + len > h->max_response)
 		return -1;
-	if (h->resp_len + len + 1 > h->resp_cap) {
+	if (!h->resp || h->resp_len + len + 1 > h->resp_cap) {
 		size_t cap = h->resp_cap ? h->resp_cap : 4096;
 		while (cap < h->resp_len + len + 1)
 			cap *= 2;
@@ -103,13 +103,13 @@ int ayla_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
 	switch (reason) {
 	case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER: {
 		unsigned char **p = (unsigned char **)in, *end = (*p) + len;
-		char length[24];
 		if (add_header(wsi, "accept:", "application/json", p, end) ||
 		    (h->authorization &&
 		     add_header(wsi, "authorization:", h->authorization, p, end)) ||
 		    (h->content_type && add_header(wsi, "content-type:", h->content_type, p, end)))
 			return -1;
 		if (h->body_len) {
+			char length[24];
 			snprintf(length, sizeof length, "%zu", h->body_len);
 			if (add_header(wsi, "content-length:", length, p, end))
 				return -1;

@@ -52,9 +52,9 @@ static void look_up(struct ayla_lookup *l)
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
 	int rc = getaddrinfo(l->host, NULL, &hints, &res);
-	if (rc) {
+	if (rc || !res) {
 		snprintf(l->error, sizeof l->error, "cannot resolve %s: %s", l->host,
-			 gai_strerror(rc));
+			 rc ? gai_strerror(rc) : "no address");
 		return;
 	}
 	const struct addrinfo *pick = res;

@@ -239,7 +239,7 @@ static int normalise_fleet(json_t *fleet, char *err, size_t errlen)
 		}
 		if (!json_object_get(dev, "product_name"))
 			json_object_set_new(dev, "product_name", json_string(dsn));
-		json_object_set_new(dev, "key", json_integer((json_int_t)(k + 1)));
+		json_object_set_new(dev, "key", json_integer((json_int_t)k + 1));
 		size_t j;
 		json_t *p;
 		json_array_foreach(props, j, p)

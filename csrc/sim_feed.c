@@ -13,7 +13,7 @@ static struct sim_frame *event_frame(const char *json, size_t len, uint64_t seq)
 {
 	static const char *const path[] = {"seq"};
 	const char *v;
-	size_t vlen, cut_from, cut_to;
+	size_t vlen;
 	char seqtxt[32];
 	int seqlen = snprintf(seqtxt, sizeof seqtxt, "\"%llu\"", (unsigned long long)seq);
 
@@ -21,8 +21,8 @@ static struct sim_frame *event_frame(const char *json, size_t len, uint64_t seq)
 	size_t prelen, postlen;
 	const char *sep = "";
 	if (dss_json_lookup(json, len, path, 1, &v, &vlen)) {
-		cut_from = (size_t)(v - json);
-		cut_to = cut_from + vlen;
+		size_t cut_from = (size_t)(v - json);
+		size_t cut_to = cut_from + vlen;
 		if (cut_from > 0 && json[cut_from - 1] == '"') { /* a string value */
 			cut_from--;
 			cut_to++;
@@ -75,7 +75,8 @@ static struct sim_feed *feed_new(struct ayla_sim *sim, const char *key, int fire
 	if (!f)
 		return NULL;
 	if (sim->cfg.history) {
-		f->history = calloc(sim->cfg.history, sizeof *f->history);
+		/* an array of frame pointers */
+		f->history = calloc(sim->cfg.history, sizeof(struct sim_frame *));
 		if (!f->history) {
 			free(f);
 			return NULL;

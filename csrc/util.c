@@ -1,7 +1,9 @@
 /* Clocks, jitter, redaction and log routing for the C core. */
 #include "util.h"
 
+#include <errno.h>
 #include <libwebsockets.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,12 +108,29 @@ static void emit_redacted(int level, const char *line)
 static void setup_logging(void)
 {
 	const char *env = getenv("AYLA_LWS_LOG");
-	int level = env ? atoi(env) : 0; /* failures reach the user through status() */
-	lws_set_log_level(level, emit_redacted);
+	double level = 0; /* silent: failures reach the user through status() */
+	if (env && ayla_parse_number(env, 0, 0xffff, &level))
+		fprintf(stderr,
+			"ayla: AYLA_LWS_LOG takes an lws log bit mask (e.g. 7), not '%.20s'\n",
+			env);
+	lws_set_log_level((int)level, emit_redacted);
 }
 
 void ayla_lws_logging(void)
 {
 	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	pthread_once(&once, setup_logging);
+}
+
+int ayla_parse_number(const char *text, double min, double max, double *out)
+{
+	if (!text || !*text)
+		return -1;
+	char *end;
+	errno = 0;
+	double x = strtod(text, &end);
+	if (errno || *end || !isfinite(x) || x < min || x > max)
+		return -1;
+	*out = x;
+	return 0;
 }

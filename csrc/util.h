@@ -26,6 +26,10 @@ uint64_t ayla_random_seed(void);
  * keys of 8 characters or fewer). */
 void ayla_redact_url(const char *src, char *dst, size_t dstlen);
 
+/* Reads text as one whole finite number within [min, max] into *out.
+ * Returns 0, or -1 (and leaves *out alone) for anything else: "", "12abc", "nan", out of range. */
+int ayla_parse_number(const char *text, double min, double max, double *out);
+
 /* Routes libwebsockets' own log lines to stderr, redacted, at the level in
  * AYLA_LWS_LOG (an lws LLL_ bit mask, e.g. 7; default: silent). Idempotent. */
 void ayla_lws_logging(void);
