@@ -9,8 +9,10 @@
 #include "util.h"
 
 #include <libwebsockets.h>
+#include <stdio.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 static int opt_field(lua_State *L, int t, const char *name, int type, const char *tname)
 {
@@ -193,6 +195,17 @@ static int core_sleep(lua_State *L)
 	return 0;
 }
 
+/* core.fsync(file) -> true, or nil, message: the file's buffered writes and
+ * then the kernel's reach the disk (the event journal's durability point) */
+static int core_fsync(lua_State *L)
+{
+	luaL_Stream *p = luaL_checkudata(L, 1, LUA_FILEHANDLE);
+	luaL_argcheck(L, p->closef != NULL, 1, "attempt to use a closed file");
+	if (fflush(p->f) != 0)
+		return luaL_fileresult(L, 0, NULL);
+	return luaL_fileresult(L, fsync(fileno(p->f)) == 0, NULL);
+}
+
 int luaopen_ayla_core(lua_State *L);
 int luaopen_ayla_core(lua_State *L)
 {
@@ -203,6 +216,8 @@ int luaopen_ayla_core(lua_State *L)
 	lua_setfield(L, -2, "sleep");
 	lua_pushcfunction(L, core_mtime);
 	lua_setfield(L, -2, "mtime");
+	lua_pushcfunction(L, core_fsync);
+	lua_setfield(L, -2, "fsync");
 	lua_pushcfunction(L, core_wait_any);
 	lua_setfield(L, -2, "wait_any");
 	ayla_open_request(L);

@@ -28,7 +28,8 @@ local apps = 0
 
 -- ayla.app{ cloud =, stream = | streams = {...}, seed = { dsn, ... },
 --           budget = 1e7, max_failures = 5, loop = { count = 5, within = 10 },
---           log = function(level, message) end, clock = { now =, wall = } }
+--           log = function(level, message) end, clock = { now =, wall = },
+--           dedupe = 10000, journal = ayla.journal (see lua/ayla/journal.lua) }
 function M.new(opts)
   opts = opts or {}
   check(type(opts) == "table", 2, "ayla.app expects a table of options")
@@ -44,8 +45,15 @@ function M.new(opts)
     loop = opts.loop or { count = 5, within = 10 },
     clock = opts.clock or { now = core.monotime, wall = os.time },
     log = opts.log or function(level, msg) io.stderr:write(("ayla %s: %s\n"):format(level, msg)) end,
-    counters = { events = 0, fired = 0, failures = 0, disabled = 0, own = 0, timers = 0 },
+    counters = { events = 0, fired = 0, failures = 0, disabled = 0, own = 0, timers = 0,
+                 duplicates = 0 },
     running = false,
+    -- The last `dedupe` datapoint ids seen (by event type), in a ring: a
+    -- datapoint the server sends twice (two subscriptions, a resend) runs
+    -- the rules once.
+    seen = {}, seen_ring = {}, seen_next = 1, seen_size = opts.dedupe or 10000,
+    journal = opts.journal,
+    pending = {}, -- with a journal: event -> rule work not yet finished for it
   }, App)
   self.scheduler = scheduler.new { clock = self.clock,
                                    on_error = function(task, err) self:_failed(task, err) end }
@@ -77,6 +85,12 @@ function Ctx:set(dsn, prop, value, opts)
   for k, v in pairs(opts or {}) do o[k] = v end
   o.metadata = o.metadata or {}
   o.metadata.ayla_app, o.metadata.ayla_rule = app.id, self.rule and self.rule.name or "timer"
+  local ev = self.ev
+  if app.journal and ev and self.rule then -- at most once per event, across restarts
+    self.actions = (self.actions or 0) + 1
+    return app.journal:action(ev, self.rule.name, self.actions,
+      function() return app.cloud:set(dsn, prop, value, o) end)
+  end
   return app.cloud:set(dsn, prop, value, o)
 end
 
@@ -101,11 +115,13 @@ function App:_run(rule, fn, ...)
   if rule and rule.removed then return end
   if rule then rule.fired = rule.fired + 1 end
   self.counters.fired = self.counters.fired + 1
-  local ctx = setmetatable({ app = self, rule = rule }, Ctx)
-  local ev = ... -- rules get (ev, ctx), timers (ctx)
+  local ev = rule and ... or nil -- rules get (ev, ctx), timers (ctx)
+  local ctx = setmetatable({ app = self, rule = rule, ev = ev }, Ctx)
+  if ev then self:_acquire(ev) end
   self.scheduler:start({
     name = rule and rule.name or "timer", budget = self.budget, owner = rule, ctx = ctx,
     on_done = function() if rule then rule.consecutive = 0 end end,
+    on_end = ev and function() self:_release(ev) end,
   }, function()
     if rule then fn(ev, ctx) else fn(ctx) end
   end)
@@ -126,12 +142,50 @@ function App:_failed(task, err)
   end
 end
 
+-- With a journal, an event is finished when every task and every waiting
+-- hold or debounce it started has ended: then the journal may forget it.
+function App:_acquire(ev)
+  if self.journal then self.pending[ev] = (self.pending[ev] or 0) + 1 end
+end
+
+function App:_release(ev)
+  local n = self.pending[ev]
+  if not n then return end
+  if n > 1 then
+    self.pending[ev] = n - 1
+    return
+  end
+  self.pending[ev] = nil
+  self.journal:finished(ev)
+end
+
+-- A hold or debounce: fn runs after `delay` unless the slot is dropped first.
+function App:_hold(rule, slot, ev, delay, fn)
+  self:_acquire(ev)
+  rule.holds[slot] = { ev = ev, timer = self.timers:add(self.clock.now() + delay, function()
+    rule.holds[slot] = nil
+    fn()
+    self:_release(ev)
+  end) }
+end
+
+function App:_drop_hold(rule, slot)
+  local h = rule.holds[slot]
+  if not h then return end
+  rule.holds[slot] = nil
+  self.timers:cancel(h.timer)
+  self:_release(h.ev)
+end
+
+function App:_drop_holds(rule)
+  for slot in pairs(rule.holds) do self:_drop_hold(rule, slot) end
+end
+
 function App:_disable(rule, why)
   if rule.disabled then return end
   rule.disabled = why
   self.counters.disabled = self.counters.disabled + 1
-  for _, h in pairs(rule.holds) do self.timers:cancel(h.timer) end
-  rule.holds = {}
+  self:_drop_holds(rule)
   self.log("error", ("rule %s disabled: %s"):format(rule.name, why))
 end
 
@@ -181,8 +235,7 @@ function App:remove(rule)
   for i = #self.rules, 1, -1 do
     if self.rules[i] == rule then table.remove(self.rules, i) end
   end
-  for _, h in pairs(rule.holds) do self.timers:cancel(h.timer) end
-  rule.holds = {}
+  self:_drop_holds(rule)
   for _, by_dsn in pairs(self.index[rule.event_type] or {}) do
     for _, list in pairs(by_dsn) do
       for i = #list, 1, -1 do
@@ -280,19 +333,46 @@ function App:_fire(rule, ev)
   local key = ev.dsn or "*"
   if rule.trig.debounce then
     local slot = "debounce\0" .. key
-    local h = rule.holds[slot]
-    if h then self.timers:cancel(h.timer) end
-    rule.holds[slot] = { timer = self.timers:add(self.clock.now() + rule.trig.debounce, function()
-      rule.holds[slot] = nil
+    self:_drop_hold(rule, slot) -- a newer event restarts the quiet time
+    self:_hold(rule, slot, ev, rule.trig.debounce, function()
       if not rule.disabled and self:_rate_ok(rule, key) then self:_run(rule, rule.fn, ev) end
-    end) }
+    end)
     return
   end
   if self:_rate_ok(rule, key) then self:_run(rule, rule.fn, ev) end
 end
 
--- Processes one event: the twin cache, then every rule that matches.
+-- True if this datapoint (or ack) was seen already; remembers it otherwise.
+function App:_duplicate(ev)
+  local dp = ev.datapoint
+  local id = type(dp) == "table" and dp.id
+  if type(id) ~= "string" then return false end
+  local key = ev.type .. "\0" .. id
+  if self.seen[key] then return true end
+  local slot = self.seen_next
+  local old = self.seen_ring[slot]
+  if old then self.seen[old] = nil end
+  self.seen_ring[slot], self.seen[key] = key, true
+  self.seen_next = slot % self.seen_size + 1
+  return false
+end
+
+-- Processes one event: the twin cache, then every rule that matches. A
+-- datapoint seen before (same type and datapoint id) is counted and skipped.
 function App:dispatch(ev)
+  if self:_duplicate(ev) then
+    self.counters.duplicates = self.counters.duplicates + 1
+    if self.journal then self.journal:finished(ev) end
+    return
+  end
+  if not self.journal then return self:_dispatch(ev) end
+  self:_acquire(ev)
+  local ok, err = pcall(self._dispatch, self, ev)
+  self:_release(ev)
+  if not ok then error(err, 0) end
+end
+
+function App:_dispatch(ev)
   self.counters.events = self.counters.events + 1
   local dp = ev.datapoint
   local meta = type(dp) == "table" and type(dp.metadata) == "table" and dp.metadata or nil
@@ -319,7 +399,9 @@ function App:dispatch(ev)
     if old then prev, known = old.value, true end
     fresh = taken
   end
-  if not fresh then return end -- older than what we know: no state change to react to
+  -- Older than what we know: no state change to react to. (An event the
+  -- journal replays after a restart was accepted once already.)
+  if not fresh and not ev.replayed then return end
   local hold_key = (ev.dsn or "*") .. "\0" .. (prop or "*")
   for _, rule in ipairs(self:_candidates(ev)) do
     if not rule.disabled then self:_offer(rule, ev, state, prev, known, hold_key) end
@@ -331,14 +413,11 @@ function App:_offer(rule, ev, state, prev, known, hold_key)
   local holding = rule.holds[hold_key]
   if trig.stateful and not trig.holds(state) then
     if holding then
-      self.timers:cancel(holding.timer) -- the condition broke before the time was up
-      rule.holds[hold_key] = nil
+      self:_drop_hold(rule, hold_key) -- the condition broke before the time was up
       holding = nil
     end
-    local pending = rule.holds["debounce\0" .. (ev.dsn or "*")]
-    if pending and (trig.hold or trig.is_conditional) then -- nor may a debounced firing go out
-      self.timers:cancel(pending.timer)
-      rule.holds["debounce\0" .. (ev.dsn or "*")] = nil
+    if trig.hold or trig.is_conditional then -- nor may a debounced firing go out
+      self:_drop_hold(rule, "debounce\0" .. (ev.dsn or "*"))
     end
   end
   if not trig.static(ev) then return end
@@ -346,10 +425,9 @@ function App:_offer(rule, ev, state, prev, known, hold_key)
   if not self:_loop_check(rule, ev) then return end
   if trig.hold then
     if holding then return end -- already waiting: keep the first start
-    rule.holds[hold_key] = { timer = self.timers:add(self.clock.now() + trig.hold, function()
-      rule.holds[hold_key] = nil
+    self:_hold(rule, hold_key, ev, trig.hold, function()
       if not rule.disabled then self:_fire(rule, ev) end
-    end) }
+    end)
     return
   end
   self:_fire(rule, ev)

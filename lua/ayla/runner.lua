@@ -6,6 +6,7 @@ local ayla = require "ayla"
 local app_mod = require "ayla.app"
 local cjson = require "cjson.safe"
 local core = require "ayla.core"
+local journal = require "ayla.journal"
 local scheduler = require "ayla.scheduler"
 
 local M = {}
@@ -16,7 +17,7 @@ Runs rule files against the Ayla cloud's event stream (or the built-in
 simulator, or a recording).
 
   --sim                  the built-in simulator with its demo fleet (the default
-                         when no --url, --region or --replay is given)
+                         when no --url, --region, --cloud-url or --replay is given)
   --replay FILE.jsonl    run offline over a recorded stream, on the events' own
                          clock, printing what each rule did
   --record FILE.jsonl    append every event received, as received
@@ -25,6 +26,12 @@ simulator, or a recording).
                          the cloud (credentials from AYLA_EMAIL, AYLA_PASSWORD,
                          AYLA_APP_ID, AYLA_APP_SECRET); subscriptions are made
                          for --subscribe and deleted at exit
+  --cloud-url URL        the cloud's services all at one base URL (an ayla-sim,
+                         a private deployment), credentials as for --region
+  --journal FILE         an event journal: every event is on disk before a rule
+                         sees it; a restart resumes the streams where they
+                         stopped, replays what rules did not finish and never
+                         repeats a write (subscriptions are then kept at exit)
   --subscribe TYPES      event types to subscribe to (default
                          datapoint,datapointack,connectivity)
   --oem-model M --dsn D  subscription scope (default * and *)
@@ -51,7 +58,7 @@ local VALUES = {
   ["--region"] = "region", ["--deployment"] = "deployment", ["--subscribe"] = "subscribe",
   ["--oem-model"] = "oem_model", ["--dsn"] = "dsn", ["--config"] = "config", ["--status"] = "status",
   ["--duration"] = "duration", ["--budget"] = "budget", ["--memory"] = "memory",
-  ["--replay-extra"] = "replay_extra",
+  ["--replay-extra"] = "replay_extra", ["--journal"] = "journal", ["--cloud-url"] = "cloud_url",
 }
 local NUMBERS = { status = true, duration = true, budget = true, memory = true, replay_extra = true }
 
@@ -92,7 +99,8 @@ function M.parse(argv)
     o.budget = math.tointeger(o.budget)
     if not o.budget or o.budget < 1000 then return nil, "--budget takes a whole number of at least 1000" end
   end
-  if not (o.url or o.region or o.replay) then o.sim = true end
+  if o.journal and o.replay then return nil, "--journal is for live streams, not --replay" end
+  if not (o.url or o.region or o.cloud_url or o.replay) then o.sim = true end
   return o
 end
 
@@ -395,26 +403,74 @@ function M.status(runner)
     local ss = s:stats()
     hb, hba, rc, dr = hb + ss.heartbeats, hba + ss.heartbeats_answered, rc + ss.reconnects, dr + ss.dropped
   end
+  local j = runner.journal and runner.journal:stats()
   runner.log("status", ("events %d, rules %d active of %d, fired %d, failed %d, own writes %d, "
-    .. "heartbeats %d/%d, reconnects %d, dropped %d"):format(st.events, active, st.rules, st.fired,
-    st.failures, st.own, hba, hb, rc, dr))
+    .. "heartbeats %d/%d, reconnects %d, dropped %d, duplicates %d%s"):format(st.events, active,
+    st.rules, st.fired, st.failures, st.own, hba, hb, rc, dr, st.duplicates,
+    j and (", journal: %d replayed, %d writes not repeated"):format(j.replayed, j.skipped_actions) or ""))
 end
 
 -- ---- the connection ---------------------------------------------------------------------
 
-local function subscribe_all(runner, cloud)
-  local streams, subs = {}, {}
-  for t in (runner.opts.subscribe or "datapoint,datapointack,connectivity"):gmatch("[^,%s]+") do
-    local sub, err = cloud:subscribe { oem_model = runner.opts.oem_model or "*",
-                                       dsn = runner.opts.dsn or "*", subscription_type = t }
-    if not sub then return nil, err end
-    subs[#subs + 1] = sub
-    local s, serr = sub:stream { raw = runner.opts.record and true or nil }
-    if not s then return nil, serr end
-    streams[#streams + 1] = s
+-- With a journal, the subscriptions an earlier run left (kept at its exit or
+-- after a crash) are reused, so their streams resume with seq_start.
+local function journaled_subscriptions(runner, cloud)
+  local j, reuse = runner.journal, {}
+  if not j or #j:subscriptions() == 0 then return reuse end
+  local live, err = cloud:subscriptions()
+  if not live then
+    runner.log("warn", "cannot list the subscriptions to resume them: " .. tostring(err))
+    return reuse
   end
-  runner.subscriptions = subs
+  local by_id = {}
+  for _, sub in ipairs(live) do by_id[sub.id] = sub end
+  for _, rec in ipairs(j:subscriptions()) do
+    if by_id[rec.id] then
+      reuse[rec.type] = by_id[rec.id]
+    else
+      runner.log("warn", ("subscription %s (%s) is gone: events sent while the runner was down "
+        .. "cannot be resumed"):format(tostring(rec.id), tostring(rec.type)))
+    end
+  end
+  return reuse
+end
+
+local function subscribe_all(runner, cloud)
+  local streams, subs, ids = {}, {}, {}
+  local j = runner.journal
+  local reuse = journaled_subscriptions(runner, cloud)
+  for t in (runner.opts.subscribe or "datapoint,datapointack,connectivity"):gmatch("[^,%s]+") do
+    local sub, seq_start = reuse[t], nil
+    if sub then
+      seq_start = j:resume_seq("sub:" .. sub.id)
+      runner.resumed = runner.resumed or seq_start ~= nil
+      runner.log("info", ("resuming subscription %d (%s) from seq %s"):format(sub.id, t,
+        tostring(seq_start or "its start")))
+    else
+      local err
+      sub, err = cloud:subscribe { oem_model = runner.opts.oem_model or "*",
+                                   dsn = runner.opts.dsn or "*", subscription_type = t }
+      if not sub then return nil, err end
+    end
+    subs[#subs + 1] = sub
+    local s, serr = sub:stream { raw = (runner.opts.record or j) and true or nil, seq_start = seq_start }
+    if not s then return nil, serr end
+    streams[#streams + 1], ids[#ids + 1] = s, "sub:" .. sub.id
+  end
+  runner.subscriptions, runner.stream_ids = subs, ids
+  if j then
+    local list = {}
+    for i, sub in ipairs(subs) do list[i] = { id = sub.id, type = sub.subscription_type } end
+    j:set_subscriptions(list)
+  end
   return streams
+end
+
+-- A name for a --url stream in the journal: not the key itself (a secret).
+local function stream_id(url, key)
+  local text, h = url .. "\0" .. (key or ""), 2166136261 -- FNV-1a, 32 bits
+  for i = 1, #text do h = ((h ~ text:byte(i)) * 16777619) & 0xffffffff end
+  return ("url:%08x"):format(h)
 end
 
 local function connect(runner)
@@ -427,14 +483,20 @@ local function connect(runner)
       :format(runner.sim:http_url()))
     return subscribe_all(runner, runner.cloud)
   end
-  if o.region then
-    local cloud, err = ayla.cloud { region = o.region, deployment = o.deployment }
+  if o.region or o.cloud_url then
+    local u = o.cloud_url
+    local cloud, err = ayla.cloud { region = o.region, deployment = o.deployment,
+                                    hosts = u and { user = u, ads = u, stream = u, mstream = u } }
     if not cloud then return nil, err end
     runner.cloud = cloud
     return subscribe_all(runner, cloud)
   end
-  local s, err = ayla.stream { url = o.url, key = o.key, raw = o.record and true or nil }
+  local id = stream_id(o.url, o.key)
+  runner.resumed = runner.journal and runner.journal:resume_seq(id) ~= nil
+  local s, err = ayla.stream { url = o.url, key = o.key, raw = (o.record or runner.journal) and true or nil,
+                               seq_start = runner.journal and runner.journal:resume_seq(id) }
   if not s then return nil, err end
+  runner.stream_ids = { id }
   return { s }
 end
 
@@ -556,11 +618,14 @@ function M.seed(runner)
     local dsn_ok = not o.dsn or o.dsn == "*" or o.dsn == d.dsn
     if model_ok and dsn_ok then dsns[#dsns + 1] = d.dsn end
   end
-  local n, serr = runner.app.twin:seed(runner.cloud, dsns)
+  -- Resumed streams first deliver what was sent while the runner was down,
+  -- older than REST's values: those events must still reach the rules.
+  local n, serr = runner.app.twin:seed(runner.cloud, dsns, runner.resumed)
   if not n then
     runner.log("error", "seeding the twin cache failed: " .. tostring(serr))
   else
-    runner.log("info", ("twin cache: %d values from %d devices"):format(n, #dsns))
+    runner.log("info", ("twin cache: %d values from %d devices%s"):format(n, #dsns,
+      runner.resumed and " (giving way to the resumed streams' older events)" or ""))
   end
 end
 
@@ -598,6 +663,14 @@ function M.main(argv, host)
     return 0
   end
 
+  if o.journal then
+    local j, jerr = journal.open(o.journal, { log = runner.log })
+    if not j then
+      runner.log("error", jerr)
+      return 1
+    end
+    runner.journal, runner.app.journal = j, j
+  end
   M.start_timers(runner)
   local streams, cerr = connect(runner)
   if not streams then
@@ -608,6 +681,13 @@ function M.main(argv, host)
   runner.app.cloud = runner.cloud
   if runner.cloud then M.seed(runner) end
   runner.app.streams = {}
+  if runner.journal then -- what the last run received but did not finish, first
+    for _, ev in ipairs(runner.journal:replay(ayla.decode)) do
+      runner.log("info", "replaying from the journal: " .. tostring(ev))
+      local ok, derr = pcall(runner.app.dispatch, runner.app, ev)
+      if not ok then runner.log("error", "dispatching failed: " .. scheduler.describe(derr)) end
+    end
+  end
   local start, last_status, last_check = core.monotime(), core.monotime(), core.monotime()
   local period = o.status or 60
   while true do
@@ -630,10 +710,15 @@ function M.main(argv, host)
         runner.log(bad and "error" or "info", ("stream %s is %s%s"):format(s.url, state,
           why and (": " .. why) or ""))
       end
+      local batch, j = {}, runner.journal
       for _ = 1, 1000 do
         local ev = s:next(0)
         if not ev then break end
         if o.record then record(runner, ev) end
+        if not j or j:received(runner.stream_ids[i], ev) then batch[#batch + 1] = ev end
+      end
+      if j and #batch > 0 then j:sync() end -- on disk before any rule sees them
+      for _, ev in ipairs(batch) do
         runner.log("event", tostring(ev))
         local ok, derr = pcall(runner.app.dispatch, runner.app, ev)
         if not ok then runner.log("error", "dispatching failed: " .. scheduler.describe(derr)) end
@@ -659,7 +744,11 @@ function M.main(argv, host)
   end
   M.status(runner)
   for _, sub in ipairs(runner.subscriptions or {}) do
-    if not o.sim then runner.cloud:unsubscribe(sub) end
+    if not o.sim and not runner.journal then runner.cloud:unsubscribe(sub) end
+  end
+  if runner.journal then
+    runner.app.scheduler:run(5) -- let writes under way finish and be journaled
+    runner.journal:close()
   end
   for _, s in ipairs(streams) do s:close() end
   if runner.record_file then runner.record_file:close() end

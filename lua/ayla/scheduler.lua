@@ -75,11 +75,14 @@ end
 
 -- spawn with options: name (for reports), budget (Lua instructions the task
 -- may run in all before it is stopped with an error), on_done(task) (called
--- when it returns normally), and anything else kept on the task.
+-- when it returns normally), on_end(task) (called once when it ends in any
+-- way: returned, failed, or dropped with its removed owner), and anything
+-- else kept on the task.
 function Scheduler:start(opts, fn, ...)
   if type(fn) ~= "function" then error("spawn expects a function", 2) end
   local task = { co = coroutine.create(fn), name = opts.name or tostring(#self.tasks + 1),
-                 on_done = opts.on_done, owner = opts.owner, ctx = opts.ctx, sched = self }
+                 on_done = opts.on_done, on_end = opts.on_end, owner = opts.owner, ctx = opts.ctx,
+                 sched = self }
   if opts.budget then debug.sethook(task.co, over_budget, "", opts.budget) end
   task_of[task.co] = task
   self.tasks[#self.tasks + 1] = task
@@ -93,15 +96,23 @@ function Scheduler:_resume(task, ...)
   if not ok then
     task.dead, task.error = true, debug.traceback(task.co, M.describe(what))
     self.on_error(task, task.error)
+    self:_ended(task)
   elseif coroutine.status(task.co) == "dead" then
     task.dead = true
     if task.on_done then task.on_done(task) end
+    self:_ended(task)
   elseif what == WAIT then
     task.wait = detail
   else
     -- A bare coroutine.yield() inside a task: run it again next step.
     task.wait = { until_t = 0 }
   end
+end
+
+function Scheduler._ended(_, task)
+  local on_end = task.on_end
+  task.on_end = nil -- once
+  if on_end then on_end(task) end
 end
 
 local function ready(wait, now)
@@ -116,7 +127,10 @@ function Scheduler:step(timeout)
   local now, ran, next_t = self.clock.now(), false, math.huge
   local live = {}
   for _, task in ipairs(self.tasks) do
-    if task.owner and task.owner.removed then task.dead = true end -- its rule is gone
+    if task.owner and task.owner.removed and not task.dead then -- its rule is gone
+      task.dead = true
+      self:_ended(task)
+    end
     if not task.dead then
       if task.wait and ready(task.wait, now) then
         self:_resume(task)

@@ -12,17 +12,19 @@ function M.new()
 end
 
 -- Records a value; returns the previous entry ({ value =, at = }) and
--- whether the new one was taken (false when it is older than what we have).
+-- whether the new one was taken (false when it is older than what we have,
+-- unless what we have is provisional: a REST value read while a resumed
+-- stream still had older events to deliver).
 -- `at` is an ISO 8601 UTC time, which compares correctly as text.
-function Twin:update(dsn, prop, value, at)
+function Twin:update(dsn, prop, value, at, provisional)
   local props = self.devices[dsn]
   if not props then
     props = {}
     self.devices[dsn] = props
   end
   local old = props[prop]
-  if old and at and old.at and at < old.at then return old, false end
-  props[prop] = { value = value, at = at or (old and old.at) }
+  if old and at and old.at and at < old.at and not old.provisional then return old, false end
+  props[prop] = { value = value, at = at or (old and old.at), provisional = provisional }
   return old, true
 end
 
@@ -40,14 +42,15 @@ end
 
 -- Reads every property of the given devices from the cloud (blocks or
 -- yields like every cloud call). Returns the number of values read, or nil
--- and the first error.
-function Twin:seed(cloud, dsns)
+-- and the first error. Provisional values give way to the first event for
+-- their property, however old (a resumed stream's backlog).
+function Twin:seed(cloud, dsns, provisional)
   local n = 0
   for _, dsn in ipairs(dsns) do
     local props, err = cloud:properties(dsn)
     if not props then return nil, err end
     for _, p in ipairs(props) do
-      self:update(dsn, p.name, event.typed_value(p.value, p.base_type), p.data_updated_at)
+      self:update(dsn, p.name, event.typed_value(p.value, p.base_type), p.data_updated_at, provisional)
       n = n + 1
     end
   end
