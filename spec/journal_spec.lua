@@ -64,7 +64,7 @@ describe("ayla.journal", function()
   before_each(function() dir = H.tmpdir() end)
   after_each(function() H.rmdir(dir) end)
 
-  it("gives back, after a restart, what the rules had not finished, and resumes after the last seq", function()
+  it("gives back, after a restart, what rules had not finished, and resumes after the last seq", function()
     local path = dir .. "/j"
     local j = assert(journal.open(path))
     for seq = 1, 3 do assert.is_true(j:received("s1", dp("D", "p", seq, "dp" .. seq, seq))) end
