@@ -61,6 +61,8 @@ static size_t skip_value(const char *s, size_t i, size_t n)
 	if (s[i] == '"')
 		return skip_string(s, i, n);
 	if (s[i] == '{' || s[i] == '[') {
+		/* The outer pair must match, so "{...]" is not taken for an object. */
+		char close = s[i] == '{' ? '}' : ']';
 		size_t depth = 0;
 		while (i < n) {
 			char c = s[i];
@@ -71,7 +73,7 @@ static size_t skip_value(const char *s, size_t i, size_t n)
 			if (c == '{' || c == '[')
 				depth++;
 			else if ((c == '}' || c == ']') && --depth == 0)
-				return i + 1;
+				return c == close ? i + 1 : n + 1;
 			i++;
 		}
 		return n + 1;

@@ -179,6 +179,22 @@ describe("unknown and odd events", function()
     assert.equal("#3 event ?/?", tostring(e))
   end)
 
+  -- Found by fuzzing (fuzz/regressions/event/): tostring raised on a table
+  -- time, and routing shortcuts took numbers, NaN and tables.
+  it("keeps routing shortcuts strings and tostring total on odd field types", function()
+    local e = assert(ayla.decode('{"seq":"1","time":{},"metadata":{"event_type":5,"dsn":nan,'
+      .. '"oem_model":{},"property_name":[1]},"connection":{"status":[]}}'))
+    assert.is_nil(e.type)
+    assert.is_nil(e.dsn)
+    assert.is_nil(e.oem_model)
+    assert.is_nil(e.property)
+    assert.matches("^#1 event %?/%? at table: ", tostring(e))
+    e = assert(ayla.decode('{"metadata":{"event_type":"connectivity","dsn":1},'
+      .. '"connection":{"status":"Online","event_time":{"t":1}}}'))
+    assert.is_nil(e.dsn)
+    assert.matches("^#%? connectivity %?/%? Online at table: ", tostring(e))
+  end)
+
   it("returns nil and a reason for bad JSON", function()
     local e, err = ayla.decode('{"a":tru}')
     assert.is_nil(e)

@@ -49,6 +49,10 @@ end
 
 local tointeger, mtype, byte = math.tointeger, math.type, string.byte
 
+local function text(v)
+  if type(v) == "string" then return v end
+end
+
 -- Decodes one event payload; returns the event, or nil and a message.
 -- This runs once per event on the stream's hot path: keep it lean.
 function M.decode(json)
@@ -59,15 +63,14 @@ function M.decode(json)
   end
   local meta = t.metadata
   if type(meta) ~= "table" then meta = {} end
-  local kind = meta.event_type
-  if kind == null then kind = nil end
+  -- Routing shortcuts are strings or nil: a rule indexes by them, and a
+  -- NaN or a table from a broken event must not reach a table key.
+  local kind = text(meta.event_type)
   t.type = kind
-  local v = meta.dsn
-  if v ~= null then t.dsn = v end
-  v = meta.oem_model
-  if v ~= null then t.oem_model = v end
-  v = meta.property_name
-  if v ~= null then t.property = v end
+  t.dsn = text(meta.dsn)
+  t.oem_model = text(meta.oem_model)
+  t.property = text(meta.property_name)
+  local v
   local seq = t.seq
   if seq ~= nil then t.seq = integer_of(seq) or seq end
 
@@ -102,7 +105,7 @@ function M.decode(json)
     end
     if v ~= null then t.time = v end
   end
-  if t.dsn == nil and body.dsn ~= null then t.dsn = body.dsn end
+  if t.dsn == nil then t.dsn = text(body.dsn) end
   return setmetatable(t, Event)
 end
 
@@ -140,11 +143,11 @@ local DESCRIBE = {
 -- One readable line: "#13 datapoint linuxevb/AC000W005606115 Blue_LED = 0 (boolean) at ..."
 function Event.__tostring(ev)
   local parts = { "#" .. tostring(ev.seq or "?"), tostring(ev.type or "event"),
-                  (ev.oem_model or "?") .. "/" .. (ev.dsn or "?") }
+                  tostring(ev.oem_model or "?") .. "/" .. tostring(ev.dsn or "?") }
   local body = ev[BODY[ev.type] or ""]
   local describe = DESCRIBE[ev.type]
   if describe and type(body) == "table" then parts[#parts + 1] = describe(ev, body) end
-  if ev.time then parts[#parts + 1] = "at " .. ev.time end
+  if ev.time then parts[#parts + 1] = "at " .. tostring(ev.time) end -- any JSON value
   return table.concat(parts, " ")
 end
 

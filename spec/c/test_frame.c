@@ -99,6 +99,8 @@ static void test_malformed(void)
 		{"5|\"str\"", DSS_BAD_NOT_OBJECT},
 		{"9|{\"a\":\"b\"", DSS_BAD_TRUNCATED},
 		{"9|{\"a\":\"b}", DSS_BAD_TRUNCATED},
+		/* found by fuzzing: fuzz/regressions/frame/event-closed-by-bracket */
+		{"7|{\"a\":1]", DSS_BAD_TRUNCATED},
 	};
 	for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
 		struct seen s = parse(cases[k].msg);
