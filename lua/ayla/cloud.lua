@@ -203,13 +203,16 @@ function Cloud:_refresh_token()
 end
 
 -- Makes sure a usable token is at hand; one refresh or sign-in at a time.
-function Cloud:_ensure_token(force)
+-- `stale`: a token the server refused; renew unless someone already did.
+function Cloud:_ensure_token(stale)
   -- One renewal at a time; a renewal abandoned by its task (never resumed)
   -- stops counting after the time a request may take.
   while self._renewing and core.monotime() < self._renewing + self._timeout + 1 do
     scheduler.sleep(0.01)
   end
-  local fresh = self._token and not force and core.monotime() < self._expires_at - self._refresh_early
+  -- Several tasks refused at once wait for one renewal and take its token.
+  if stale and self._token and self._token ~= stale then return true end
+  local fresh = self._token and not stale and core.monotime() < self._expires_at - self._refresh_early
   if fresh then return true end
   self._renewing = core.monotime()
   local ok, err = nil, nil
@@ -231,10 +234,8 @@ function Cloud:_call(service, method, path, body)
   local status, text = self:_exchange(service, method, path, body, "auth_token " .. token)
   if status == 401 then
     self.stats.replays = self.stats.replays + 1
-    if self._token == token then -- nobody renewed it meanwhile
-      ok, err = self:_ensure_token(true)
-      if not ok then return nil, err end
-    end
+    ok, err = self:_ensure_token(token) -- renews, unless another task did meanwhile
+    if not ok then return nil, err end
     status, text = self:_exchange(service, method, path, body, "auth_token " .. self._token)
   end
   if not status then return nil, text end
