@@ -9,7 +9,8 @@
 -- before the clock starts, so what is timed is the app, not JSON. A run hands
 -- the pool out again and again, up to N events (default 250,000), giving each
 -- pass over the pool an updated_at one second after the pass before, so the
--- twin cache takes every event. Runs are long so that the collector completes
+-- twin cache takes every event, and new datapoint ids (the app drops a
+-- datapoint id it has seen, as a server's resend). Runs are long so that the collector completes
 -- many cycles in each (its cycles come further apart as the heap of rules
 -- grows; a short run would leave the 10,000-rule cells' garbage uncollected).
 -- A run that has not done a tenth of its events after 0.5 s (the slow cells)
@@ -197,6 +198,7 @@ local function one(series, rules, n, flags)
     end
     local ev = pool[j]
     ev.time = self.at
+    ev.datapoint.id = self.pass .. "-" .. j
     return ev
   end
   app.streams = { stub }

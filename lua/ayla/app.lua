@@ -256,30 +256,55 @@ function Rule:__tostring()
     self.failures, self.disabled and (", disabled: " .. self.disabled) or "")
 end
 
--- The rules that may match ev, in registration order.
+-- The rules that may match ev, in registration order: a merge of the index
+-- buckets for (type or "*", dsn or "*", property or "*"), each already in
+-- rule id order (rules are appended as they are registered). On the hot path:
+-- one table per event, no sort.
+local NO_RULES = setmetatable({}, { __newindex = function() error("read-only", 2) end })
+local buckets, heads = {}, {} -- scratch space, filled and used within one call
+
 function App:_candidates(ev)
-  local seen, out = {}, {}
-  for _, t in ipairs { ev.type, "*" } do
-    local by_type = self.index[t]
+  local n = 0
+  local t, d, p = ev.type, ev.dsn or "*", ev.property or "*"
+  for ti = 1, t == "*" and 1 or 2 do
+    local by_type = self.index[ti == 1 and t or "*"]
     if by_type then
-      for _, d in ipairs { ev.dsn or "*", "*" } do
-        local by_dsn = by_type[d]
+      for di = 1, d == "*" and 1 or 2 do
+        local by_dsn = by_type[di == 1 and d or "*"]
         if by_dsn then
-          for _, p in ipairs { ev.property or "*", "*" } do
-            for _, rule in ipairs(by_dsn[p] or {}) do
-              if not seen[rule] then
-                seen[rule] = true
-                out[#out + 1] = rule
-              end
+          for pi = 1, p == "*" and 1 or 2 do
+            local list = by_dsn[pi == 1 and p or "*"]
+            if list and list[1] then
+              n = n + 1
+              buckets[n], heads[n] = list, 1
             end
-            if p == "*" then break end
           end
         end
-        if d == "*" then break end
       end
     end
   end
-  table.sort(out, function(a, b) return a.id < b.id end)
+  if n == 0 then return NO_RULES end
+  if n == 1 then -- a copy: a callback may remove a rule from the bucket meanwhile
+    local list = buckets[1]
+    buckets[1] = nil
+    return table.move(list, 1, #list, 1, {})
+  end
+  local out, count, last = {}, 0, nil
+  while true do
+    local best, best_id = nil, math.huge
+    for i = 1, n do
+      local rule = buckets[i][heads[i]]
+      if rule and rule.id < best_id then best, best_id = i, rule.id end
+    end
+    if not best then break end
+    local rule = buckets[best][heads[best]]
+    heads[best] = heads[best] + 1
+    if rule ~= last then -- one rule may sit in two buckets: keep it once
+      count = count + 1
+      out[count], last = rule, rule
+    end
+  end
+  for i = 1, n do buckets[i] = nil end -- hold no rule alive
   return out
 end
 
