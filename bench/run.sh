@@ -9,8 +9,63 @@
 # run fails, ayla drops an event, or a client gets fewer than N events.
 #
 # usage: bench/run.sh            (after ./dev build; N=200000 RUNS=5 by default)
+#        bench/run.sh soak [quick] the soak section below instead
 set -eu
 cd "$(dirname "$0")/.."
+
+# ---- soak ----------------------------------------------------------------------
+# bench/run.sh soak: bench/soak_events.lua (1,000,000 events through a stream and
+# two rules) then bench/soak_heartbeats.lua (10,000 heartbeats at 5 ms), each
+# with the simulator in a process of its own; about 2 minutes. `soak quick`:
+# 200,000 events and 2,000 heartbeats (SOAK_EVENTS and SOAK_HEARTBEATS set by
+# hand win). Prints each script's key=value lines and a markdown table, and
+# exits non-zero if either fails (RSS growth of 5% or more after warm-up, an
+# event lost without being counted, a heartbeat drop by the server).
+# AYLA_BUILD_DIR picks the build (default build/).
+if [ "${1:-}" = soak ]; then
+	AYLA_BUILD_DIR=${AYLA_BUILD_DIR:-build}
+	export AYLA_BUILD_DIR
+	[ -f "$AYLA_BUILD_DIR/ayla/core.so" ] || {
+		echo "bench: $AYLA_BUILD_DIR/ayla/core.so is missing; run ./dev build" >&2
+		exit 1
+	}
+	if [ "${2:-}" = quick ]; then
+		SOAK_EVENTS=${SOAK_EVENTS:-200000}
+		SOAK_HEARTBEATS=${SOAK_HEARTBEATS:-2000}
+		export SOAK_EVENTS SOAK_HEARTBEATS
+	fi
+	soak_out=$(mktemp -d)
+	trap 'rm -rf "$soak_out"' EXIT
+	load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+	status=0
+	for script in soak_events soak_heartbeats; do
+		echo "bench: $script" >&2
+		timeout 900 lua5.4 "bench/$script.lua" >"$soak_out/$script" || status=1
+		sed 's/^/  /' "$soak_out/$script" >&2
+	done
+	load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+	# v FILE KEY: the value of KEY= in the script's output.
+	v() { tr ' ' '\n' <"$soak_out/$1" | sed -n "s/^$2=//p" | head -n 1; }
+	echo
+	echo "| soak | count | rate | peak RSS (MB) | RSS after warm-up → end (MB) | growth | drops | heartbeat RTT p50 / p99 / max (ms) |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+	printf '| events through a stream and 2 rules | %s events | %s ev/s (%s µs CPU/event) | %s | %s → %s | %s%% | %s queue, %s heartbeat | %s / %s / %s |\n' \
+		"$(v soak_events events)" "$(v soak_events evps)" "$(v soak_events us_cpu_per_event)" \
+		"$(v soak_events peak_rss_mb)" "$(v soak_events rss_warm_mb)" "$(v soak_events rss_last_mb)" \
+		"$(v soak_events growth_pct)" "$(v soak_events dropped)" "$(v soak_events heartbeat_drops)" \
+		"$(v soak_events hb_rtt_ms_p50)" "$(v soak_events hb_rtt_ms_p99)" "$(v soak_events hb_rtt_ms_max)"
+	printf '| heartbeats every %s s | %s answered | %s s | %s | %s → %s | %s%% | %s heartbeat | %s / %s / %s |\n' \
+		"$(v soak_heartbeats interval_s)" "$(v soak_heartbeats sim_replies)" "$(v soak_heartbeats seconds)" \
+		"$(v soak_heartbeats peak_rss_mb)" "$(v soak_heartbeats rss_warm_mb)" \
+		"$(v soak_heartbeats rss_last_mb)" "$(v soak_heartbeats growth_pct)" \
+		"$(v soak_heartbeats heartbeat_drops)" "$(v soak_heartbeats rtt_ms_p50)" \
+		"$(v soak_heartbeats rtt_ms_p99)" "$(v soak_heartbeats rtt_ms_max)"
+	echo
+	echo "Load average (1, 5, 15 min): $load_before before, $load_after after;" \
+		"$(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
+	[ "$status" -eq 0 ] || echo "bench: a soak run failed (see FAIL above)" >&2
+	exit "$status"
+fi
 
 N=${N:-200000}
 RUNS=${RUNS:-5}

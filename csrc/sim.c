@@ -93,7 +93,10 @@ static int write_msg(struct ayla_sim *sim, struct lws *wsi, const char *data, si
 
 static size_t flood_event(char *buf, size_t cap, uint64_t seq, uint64_t k)
 {
-	/* The shape and size (about 480 bytes) of the seed's datapoint event. */
+	/* The shape and size (about 480 bytes) of the seed's datapoint event.
+	 * The datapoint id comes from seq, so that it is unique on the client's
+	 * stream across floods, as a real datapoint's is (ayla.app skips a
+	 * datapoint id it has seen); dsn and value come from k. */
 	char body[600];
 	int n = snprintf(body, sizeof body,
 			 "{\"seq\":\"%llu\",\"metadata\":{\"oem_id\":\"0dfc7900\",\"oem_model\":"
@@ -106,8 +109,79 @@ static size_t flood_event(char *buf, size_t cap, uint64_t seq, uint64_t k)
 			 "000000000000\",\"echo\":false,\"closed\":false,\"value\":%d,"
 			 "\"metadata\":{}}}",
 			 (unsigned long long)seq, (unsigned long long)(k % 1000),
-			 (unsigned long long)(k & 0xffff), (unsigned long long)k, (int)(k & 1));
+			 (unsigned long long)(seq & 0xffff), (unsigned long long)seq, (int)(k & 1));
 	return (size_t)snprintf(buf, cap, "%d|%s", n, body);
+}
+
+/* ---- heartbeat round trips ---- */
+
+static unsigned rtt_bucket(uint64_t us)
+{
+	if (us < 8)
+		return (unsigned)us;
+	unsigned e = 3; /* us >> e is 1 */
+	while (us >> (e + 1))
+		e++;
+	unsigned idx = 8 + (e - 3) * 8 + (unsigned)((us >> (e - 3)) & 7);
+	return idx < AYLA_SIM_RTT_BUCKETS ? idx : AYLA_SIM_RTT_BUCKETS - 1;
+}
+
+/* The largest value that falls in bucket idx. */
+static uint64_t rtt_bucket_top(unsigned idx)
+{
+	if (idx < 8)
+		return idx;
+	unsigned e = 3 + (idx - 8) / 8, sub = (idx - 8) % 8;
+	return (((uint64_t)9 + sub) << (e - 3)) - 1;
+}
+
+uint64_t ayla_sim_rtt_percentile(const struct ayla_sim_rtt *h, double p)
+{
+	if (!h->count)
+		return 0;
+	double want = p / 100.0 * (double)h->count;
+	uint64_t rank = (uint64_t)want;
+	if ((double)rank < want)
+		rank++; /* the ceiling: the smallest value with p% at or below it */
+	if (rank < 1)
+		rank = 1;
+	if (rank > h->count)
+		rank = h->count;
+	uint64_t seen = 0;
+	for (unsigned k = 0; k < AYLA_SIM_RTT_BUCKETS; k++) {
+		seen += h->buckets[k];
+		if (seen >= rank) {
+			uint64_t top = rtt_bucket_top(k);
+			return top < h->max_us ? top : h->max_us;
+		}
+	}
+	return h->max_us;
+}
+
+/* A heartbeat went out: remember when, if there is room. */
+static void hb_timing_start(struct sim_client *c)
+{
+	if (c->hb_timed_len == SIM_HB_TIMED)
+		return; /* eight unanswered: this one goes untimed */
+	c->hb_sent_at[(c->hb_timed_first + c->hb_timed_len) % SIM_HB_TIMED] = ayla_monotime();
+	c->hb_timed_len++;
+}
+
+/* A reply came in: the round trip of the oldest unanswered heartbeat, added
+ * to the histogram. Called with sim->mu held. */
+static void hb_timing_end(struct sim_client *c, struct ayla_sim_rtt *h)
+{
+	if (!c->hb_timed_len)
+		return; /* a reply nobody asked for */
+	double rtt = ayla_monotime() - c->hb_sent_at[c->hb_timed_first];
+	c->hb_timed_first = (c->hb_timed_first + 1) % SIM_HB_TIMED;
+	c->hb_timed_len--;
+	uint64_t us = rtt > 0 ? (uint64_t)(rtt * 1e6 + 0.5) : 0;
+	h->count++;
+	h->sum_us += us;
+	if (us > h->max_us)
+		h->max_us = us;
+	h->buckets[rtt_bucket(us)]++;
 }
 
 static int client_writeable(struct sim_client *c)
@@ -123,6 +197,7 @@ static int client_writeable(struct sim_client *c)
 		c->hb_outstanding++;
 		if (write_msg(sim, c->wsi, "1|Z", 3, 0, 1, 1))
 			return -1;
+		hb_timing_start(c);
 		pthread_mutex_lock(&sim->mu);
 		sim->st.heartbeats_sent++;
 		pthread_mutex_unlock(&sim->mu);
@@ -404,6 +479,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 			c->hb_outstanding = 0;
 			pthread_mutex_lock(&sim->mu);
 			sim->st.heartbeat_replies++;
+			hb_timing_end(c, &sim->st.heartbeat_rtt);
 			pthread_mutex_unlock(&sim->mu);
 		} else {
 			pthread_mutex_lock(&sim->mu);

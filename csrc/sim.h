@@ -42,6 +42,20 @@ enum ayla_sim_fault {
 	AYLA_FAULT_FRAGMENT, /* send the next event in arg WebSocket fragments */
 };
 
+/* Heartbeat round trips as the server sees them: from writing a "1|Z" to
+ * reading the reply that answers it, in microseconds. A fixed log-linear
+ * histogram: buckets 0..7 hold 0..7 us exactly, then 8 buckets per power of
+ * two, each at most 1/8 of its lower bound wide (12.5%), up to 2^32 us; the
+ * last bucket also holds anything longer. */
+#define AYLA_SIM_RTT_BUCKETS 240
+
+struct ayla_sim_rtt {
+	uint64_t count;  /* replies timed */
+	uint64_t sum_us; /* for the mean */
+	uint64_t max_us; /* exact */
+	uint64_t buckets[AYLA_SIM_RTT_BUCKETS];
+};
+
 struct ayla_sim_stats {
 	uint64_t connections, rejected, clients;
 	uint64_t heartbeats_sent, heartbeat_replies, heartbeat_drops;
@@ -49,6 +63,7 @@ struct ayla_sim_stats {
 	uint64_t faults, client_messages_other;
 	uint64_t last_seq; /* of the sim's own key */
 	uint64_t rest_requests;
+	struct ayla_sim_rtt heartbeat_rtt;
 };
 
 struct ayla_sim;
@@ -80,6 +95,10 @@ int ayla_sim_expire_tokens(struct ayla_sim *sim);
 int ayla_sim_behave(struct ayla_sim *sim, unsigned n);
 
 void ayla_sim_stats(struct ayla_sim *sim, struct ayla_sim_stats *out);
+/* The p-th percentile (0 < p <= 100) of the round trips in h, in
+ * microseconds: the upper bound of the bucket that holds it, never above
+ * max_us. 0 when nothing was timed. */
+uint64_t ayla_sim_rtt_percentile(const struct ayla_sim_rtt *h, double p);
 /* Stops serving and frees everything. */
 void ayla_sim_stop(struct ayla_sim *sim);
 

@@ -56,6 +56,10 @@ struct sim_rest_conn {
 	lws_sorted_usec_list_t sul_delay;
 };
 
+/* Heartbeats per client whose round trip can be timed at once; a client
+ * that lets more go unanswered is about to be dropped anyway. */
+#define SIM_HB_TIMED 8
+
 /* Per connection (WebSocket or HTTP); lws allocates it zeroed. */
 struct sim_client {
 	struct sim_client *next;
@@ -66,6 +70,10 @@ struct sim_client {
 	size_t sent_of_head; /* bytes of head already sent as fragments */
 	int hb_due;          /* a heartbeat waits to be written */
 	int hb_outstanding;  /* sent and not answered */
+	/* send times (monotonic) of heartbeats not yet answered, oldest first,
+	 * for the round-trip histogram; a reply is matched to the oldest */
+	double hb_sent_at[SIM_HB_TIMED];
+	unsigned hb_timed_first, hb_timed_len;
 	uint64_t flood_left;
 	uint64_t seq_start; /* from the handshake: replay history from here */
 	char key[65];       /* from the handshake */

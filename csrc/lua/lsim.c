@@ -184,7 +184,7 @@ static int sim_stats(lua_State *L)
 {
 	struct ayla_sim_stats st;
 	ayla_sim_stats(check_sim(L), &st);
-	lua_createtable(L, 0, 14);
+	lua_createtable(L, 0, 21);
 	ayla_set_integer(L, "connections", (lua_Integer)st.connections);
 	ayla_set_integer(L, "rejected", (lua_Integer)st.rejected);
 	ayla_set_integer(L, "clients", (lua_Integer)st.clients);
@@ -199,6 +199,23 @@ static int sim_stats(lua_State *L)
 	ayla_set_integer(L, "client_messages_other", (lua_Integer)st.client_messages_other);
 	ayla_set_integer(L, "last_seq", (lua_Integer)st.last_seq);
 	ayla_set_integer(L, "rest_requests", (lua_Integer)st.rest_requests);
+	const struct ayla_sim_rtt *h = &st.heartbeat_rtt;
+	if (h->count) { /* heartbeat round trips, when any reply was timed */
+		static const struct {
+			const char *name;
+			double p;
+		} pct[] = {{"heartbeat_rtt_ms_p50", 50},
+			   {"heartbeat_rtt_ms_p90", 90},
+			   {"heartbeat_rtt_ms_p99", 99},
+			   {"heartbeat_rtt_ms_p999", 99.9}};
+		ayla_set_integer(L, "heartbeat_rtt_count", (lua_Integer)h->count);
+		for (size_t k = 0; k < sizeof pct / sizeof pct[0]; k++)
+			ayla_set_number(L, pct[k].name,
+					(double)ayla_sim_rtt_percentile(h, pct[k].p) / 1e3);
+		ayla_set_number(L, "heartbeat_rtt_ms_max", (double)h->max_us / 1e3);
+		ayla_set_number(L, "heartbeat_rtt_ms_mean",
+				(double)h->sum_us / (double)h->count / 1e3);
+	}
 	return 1;
 }
 
