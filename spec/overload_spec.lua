@@ -31,8 +31,10 @@ end
 -- An app on stream s with a slow rule on the flood's events and a fast one on
 -- the recovery events ("n"); returns the app and what the rules saw.
 local function slow_app(s)
-  local seen = { flood = {}, n = {} }
-  local app = assert(ayla.app { stream = s, log = function() end })
+  local seen = { flood = {}, n = {}, warnings = {} }
+  local app = assert(ayla.app { stream = s, log = function(level, msg)
+    if level == "warn" then seen.warnings[#seen.warnings + 1] = msg end
+  end })
   app:on("datapoint", { property = "Blue_LED" }, function(ev)
     burn()
     seen.flood[#seen.flood + 1] = ev.seq
@@ -142,8 +144,14 @@ describe("overload: a producer faster than the rules", function()
         assert.equal(1, seen.flood[1])
       end
 
-      -- Reported the documented way: s:stats().dropped, and the rules
-      -- runner's status line sums it over its streams.
+      -- Reported the documented way: s:stats().dropped; the app logs a
+      -- warning as drops happen (at most once a second) and counts them in
+      -- app:stats().dropped; the rules runner's status line sums them.
+      app._drops_checked = nil -- look now, not up to a second later
+      app:step(0)
+      assert.equal(st.dropped, app:stats().dropped)
+      assert.is_true(#seen.warnings >= 1)
+      assert.matches("dropped %d+ events: its queue was full", seen.warnings[1])
       local lines = {}
       runner.status { app = app, streams = { s }, log = function(_, msg) lines[#lines + 1] = msg end }
       assert.matches(("dropped %d%%f[%%D]"):format(st.dropped), lines[1])

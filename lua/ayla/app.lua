@@ -535,6 +535,25 @@ function App:_due()
   end
 end
 
+-- Events a stream dropped because its queue was full (the rules are slower
+-- than the stream): counted in stats().dropped and logged, at most once a
+-- second, with how many were lost since the last look.
+function App:_check_drops(streams)
+  local now = self.clock.now()
+  if self._drops_checked and now - self._drops_checked < 1 then return end
+  self._drops_checked = now
+  self._dropped_by = self._dropped_by or setmetatable({}, { __mode = "k" })
+  for _, s in ipairs(streams) do
+    local n = s:stats().dropped or 0
+    local before = self._dropped_by[s] or 0
+    if n > before then
+      self.log("warn", ("stream %s dropped %d events: its queue was full (the rules are slower than "
+        .. "the stream; %d dropped in all)"):format(tostring(s.url), n - before, n))
+    end
+    self._dropped_by[s] = n
+  end
+end
+
 -- Handles what is ready: events from the streams, due timers, rule tasks;
 -- waits up to `timeout` seconds when nothing was.
 function App:step(timeout)
@@ -547,6 +566,7 @@ function App:step(timeout)
       self:dispatch(ev)
     end
   end
+  if self.streams[1] then self:_check_drops(self.streams) end
   self:_due()
   local wait = got and 0 or (timeout or 0)
   local next_at = self.timers:next_at()
@@ -573,6 +593,8 @@ function App:stats()
   local out = {}
   for k, v in pairs(self.counters) do out[k] = v end
   out.rules, out.tasks, out.timers_pending = #self.rules, #self.scheduler.tasks, self.timers:count()
+  out.dropped = 0 -- by the streams' queues, as of the last check (once a second)
+  for _, n in pairs(self._dropped_by or {}) do out.dropped = out.dropped + n end
   return out
 end
 

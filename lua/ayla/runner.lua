@@ -724,6 +724,7 @@ function M.main(argv, host)
         if not ok then runner.log("error", "dispatching failed: " .. scheduler.describe(derr)) end
       end
     end
+    runner.app:_check_drops(streams)
     -- Rule code runs in tasks with their own error handling; this catches
     -- what escapes them (the memory cap hit by the runner itself, say).
     local ok, step_err = pcall(runner.app.step, runner.app, 0.1)
