@@ -16,6 +16,10 @@ local Cloud = { __name = "ayla.Cloud" }
 Cloud.__index = Cloud
 M.Cloud = Cloud
 
+-- cloud.stats stays a plain table of counters; this makes it print readably.
+local STATS = event.counters("ayla.CloudStats",
+  { "requests", "sign_ins", "refreshes", "replays", "retries" })
+
 local REFRESH_EARLY = 600 -- refresh this many seconds before the token expires
 local MAX_429 = 3         -- times one request honours Retry-After before giving up
 local MAX_5XX = 3         -- retries of an idempotent request after a 5xx
@@ -111,7 +115,8 @@ function M.new(opts)
     _client_type = opts.client_type or "cloud",
     _refresh_early = opts.refresh_early or REFRESH_EARLY,
     _props = {}, -- dsn -> name -> property, for set()'s checks
-    stats = { requests = 0, sign_ins = 0, refreshes = 0, replays = 0, retries = 0 },
+    stats = setmetatable({ requests = 0, sign_ins = 0, refreshes = 0, replays = 0, retries = 0 },
+      STATS),
   }, Cloud)
   return self
 end

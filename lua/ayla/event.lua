@@ -151,4 +151,63 @@ function Event.__tostring(ev)
   return table.concat(parts, " ")
 end
 
+-- ---- counter tables -----------------------------------------------------------
+
+-- s:stats(), sim:stats() and cloud.stats stay plain tables (index them, pairs
+-- over them: only the counters are there); this only makes them print
+-- readably at the prompt instead of as "table: 0x...".
+local WRAP = 100
+
+local function counter_text(k, v)
+  if type(v) == "table" then -- a group such as events_by_type: its non-zero entries
+    local names = {}
+    for name, n in pairs(v) do
+      if type(n) == "number" and n ~= 0 then names[#names + 1] = name end
+    end
+    if #names == 0 then return nil end
+    table.sort(names)
+    for i, name in ipairs(names) do names[i] = ("%s=%s"):format(name, v[name]) end
+    return ("%s={%s}"):format(k, table.concat(names, " "))
+  elseif type(v) == "string" then
+    return ("%s=%s"):format(k, v:find("[%s=]") and ("%q"):format(v) or v)
+  elseif mtype(v) == "float" then
+    return ("%s=%.3g"):format(k, v)
+  end
+  return ("%s=%s"):format(k, tostring(v))
+end
+
+-- counters(name, first) -> a metatable for such tables: `first` are shown
+-- always, in that order; then the other counters that are not 0, sorted;
+-- times (*_at, seconds since the epoch) are left out.
+function M.counters(name, first)
+  local mt = { __name = name }
+  function mt.__tostring(st)
+    local shown, parts = {}, {}
+    for _, k in ipairs(first) do
+      shown[k] = true
+      if st[k] ~= nil then parts[#parts + 1] = counter_text(k, st[k]) end
+    end
+    local rest = {}
+    for k, v in pairs(st) do
+      if not shown[k] and type(k) == "string" and not k:find("_at$") and v ~= 0 then
+        rest[#rest + 1] = k
+      end
+    end
+    table.sort(rest)
+    for _, k in ipairs(rest) do parts[#parts + 1] = counter_text(k, st[k]) end
+    local lines, line, fresh = {}, name .. ":", true
+    for _, p in ipairs(parts) do
+      if #line + 1 + #p > WRAP and not fresh then -- a few lines rather than one long one
+        lines[#lines + 1] = line
+        line = " "
+      end
+      line, fresh = line .. " " .. p, false
+    end
+    if fresh then line = line .. " all 0" end
+    lines[#lines + 1] = line
+    return table.concat(lines, "\n")
+  end
+  return mt
+end
+
 return M

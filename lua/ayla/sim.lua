@@ -9,8 +9,8 @@ local Sim = { __name = "ayla.Sim" }
 Sim.__index = Sim
 M.Sim = Sim
 
-for _, name in ipairs { "port", "key", "tls", "send_raw", "garble", "fault", "flood", "stats",
-                        "rest_fault", "expire_tokens", "credentials", "behave" } do
+for _, name in ipairs { "port", "key", "tls", "send_raw", "garble", "fault", "flood", "rest_fault",
+                        "expire_tokens", "credentials", "behave" } do
   Sim[name] = function(self, ...) return self._core[name](self._core, ...) end
 end
 
@@ -34,6 +34,15 @@ function M.new(opts)
   local c, err = core.sim(opts or {})
   if not c then return nil, err end
   return setmetatable({ _core = c, _host = opts and opts.host or "127.0.0.1" }, Sim)
+end
+
+local STATS = require("ayla.event").counters("ayla.SimStats", {
+  "clients", "connections", "events_emitted", "events_sent", "rest_requests", "heartbeats_sent",
+  "heartbeat_replies", "last_seq" })
+
+-- The counters, as a plain table that prints readably.
+function Sim:stats()
+  return setmetatable(self._core:stats(), STATS)
 end
 
 function Sim:url()

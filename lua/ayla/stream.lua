@@ -241,6 +241,13 @@ function Stream:events(timeout)
   end
 end
 
+-- What a stats table shows first when printed (it stays a plain table).
+local STATS = event.counters("ayla.StreamStats", {
+  "state", "events", "events_by_type", "messages", "bytes", "heartbeats", "heartbeats_answered",
+  "connects", "reconnects", "dropped", "queued", "last_seq", "last_error" })
+local BY_TYPE = event.counters("ayla.StreamStats.events_by_type", {})
+local MALFORMED = event.counters("ayla.StreamStats.malformed", {})
+
 function Stream:stats()
   check_self(self)
   local st = self._core:stats()
@@ -251,7 +258,9 @@ function Stream:stats()
   st.renewals = self._renewals
   st.malformed.bad_json = self._bad_json
   if self._last_bad and not st.last_error then st.last_error = self._last_bad end
-  return st
+  setmetatable(st.events_by_type, BY_TYPE)
+  setmetatable(st.malformed, MALFORMED)
+  return setmetatable(st, STATS)
 end
 
 -- s:status() -> state ("connecting", "open", "backoff", "refused", "closed"), and
