@@ -6,6 +6,7 @@
 -- registered; a rule that waits lets the next one start. Timers due at the
 -- same time run in the order they were set.
 local core = require "ayla.core"
+local event = require "ayla.event"
 local scheduler = require "ayla.scheduler"
 local timers = require "ayla.timers"
 local trigger = require "ayla.trigger"
@@ -18,6 +19,9 @@ App.__index = App
 M.App = App
 
 local Rule = { __name = "ayla.Rule" }
+
+-- app:stats() stays a plain table; this makes it print readably.
+local STATS = event.counters("ayla.AppStats", { "events", "fired", "failures", "rules" })
 Rule.__index = Rule
 
 local function check(cond, level, fmt, ...)
@@ -595,7 +599,7 @@ function App:stats()
   out.rules, out.tasks, out.timers_pending = #self.rules, #self.scheduler.tasks, self.timers:count()
   out.dropped = 0 -- by the streams' queues, as of the last check (once a second)
   for _, n in pairs(self._dropped_by or {}) do out.dropped = out.dropped + n end
-  return out
+  return setmetatable(out, STATS)
 end
 
 function App:__tostring()

@@ -294,6 +294,19 @@ function Subscription:__tostring()
 end
 
 -- Unwraps [{"device":{...}}, ...] into objects; ids and keys become integers.
+-- The lists cloud:devices(), properties() and subscriptions() return stay
+-- plain arrays; at the prompt they print one item a line.
+local function list_type(name, one, many)
+  return { __name = name, __tostring = function(list)
+    local lines = { ("%d %s"):format(#list, #list == 1 and one or many) }
+    for i, item in ipairs(list) do lines[i + 1] = "  " .. tostring(item) end
+    return table.concat(lines, "\n")
+  end }
+end
+local DEVICES = list_type("ayla.DeviceList", "device", "devices")
+local PROPERTIES = list_type("ayla.PropertyList", "property", "properties")
+local SUBSCRIPTIONS = list_type("ayla.SubscriptionList", "subscription", "subscriptions")
+
 local function unwrap(list, key, mt)
   local out = {}
   for i, item in ipairs(list) do
@@ -311,7 +324,7 @@ end
 function Cloud:devices()
   local list, err = self:_call("ads", "GET", "/apiv1/devices.json")
   if not list then return nil, err end
-  return unwrap(list, "device", Device)
+  return setmetatable(unwrap(list, "device", Device), DEVICES)
 end
 
 local function typed_property(p)
@@ -329,7 +342,7 @@ function Cloud:properties(dsn)
     by_name[out[i].name] = out[i]
   end
   self._props[dsn] = by_name
-  return out
+  return setmetatable(out, PROPERTIES)
 end
 
 function Cloud:get(dsn, name)
@@ -488,7 +501,7 @@ function Cloud:subscriptions()
   if not list then return nil, err end
   local out = unwrap(list, "subscription", Subscription)
   for _, s in ipairs(out) do rawset(s, "_cloud", self) end
-  return out
+  return setmetatable(out, SUBSCRIPTIONS)
 end
 
 function Cloud:unsubscribe(id)
