@@ -54,7 +54,7 @@ describe("app deduplication by datapoint id", function()
     a:dispatch(dp("D", "p", 4, "dp-4", 9)) -- still in the window: a duplicate
     assert.equal(4, seen)
     local n = 0
-    for _ in pairs(a.seen) do n = n + 1 end
+    for _ in pairs(a._seen.datapoint) do n = n + 1 end
     assert.equal(3, n)
   end)
 end)
@@ -95,17 +95,17 @@ describe("ayla.journal", function()
     j:sync()
     local calls = 0
     local function write() calls = calls + 1; return { id = "w" .. calls, value = 1 } end
-    local res = j:action(ev, "echo", 1, write)
+    local res = j:action(ev, "echo", 1, "D/q=1", write)
     assert.equal("w1", res.id)
-    local failed, err = j:action(ev, "echo", 2, function() return nil, "HTTP 500" end)
+    local failed, err = j:action(ev, "echo", 2, "D/q=2", function() return nil, "HTTP 500" end)
     assert.is_nil(failed)
     assert.equal("HTTP 500", err)
     j:close()
 
     local again = assert(journal.open(path))
     local ev2 = again:replay(ayla.decode)[1]
-    assert.equal("w1", again:action(ev2, "echo", 1, write).id) -- recorded, not redone
-    local r2, e2 = again:action(ev2, "echo", 2, write)
+    assert.equal("w1", again:action(ev2, "echo", 1, "D/q=1", write).id) -- recorded, not redone
+    local r2, e2 = again:action(ev2, "echo", 2, "D/q=2", write)
     assert.is_nil(r2)
     assert.equal("HTTP 500", e2)
     assert.equal(1, calls)
@@ -120,14 +120,15 @@ describe("ayla.journal", function()
     j:received("s", ev)
     j:sync()
     -- The process dies during the write: "begin" is on disk, the result is not.
-    assert.has_error(function() j:action(ev, "echo", 1, function() error("killed", 0) end) end, "killed")
+    local function dies() error("killed", 0) end
+    assert.has_error(function() j:action(ev, "echo", 1, "D/q=1", dies) end, "killed")
     j:close()
     local warnings = {}
     local function log(level, msg) warnings[#warnings + 1] = level .. " " .. msg end
     local again = assert(journal.open(path, { log = log }))
     local ev2 = again:replay(ayla.decode)[1]
     local calls = 0
-    local res, err = again:action(ev2, "echo", 1, function() calls = calls + 1; return {} end)
+    local res, err = again:action(ev2, "echo", 1, "D/q=1", function() calls = calls + 1; return {} end)
     assert.is_nil(res)
     assert.matches("not repeated", err)
     assert.equal(0, calls)
@@ -168,7 +169,7 @@ describe("ayla.journal", function()
     j:sync()
     assert.is_true(lines_of(path) >= 400)
     j:compact()
-    assert.is_true(lines_of(path) <= 3, "compacted to a few records")
+    assert.is_true(lines_of(path) <= 4, "compacted to a few records")
     assert.is_false(j:received("s", dp("D", "p", 150, "dp150", 150))) -- still known
     j:close()
     local again = assert(journal.open(path))
@@ -214,6 +215,142 @@ describe("ayla.journal", function()
     local j3 = assert(journal.open(path))
     assert.equal(0, #j3:replay(ayla.decode)) -- finished now
     j3:close()
+  end)
+end)
+
+describe("ayla.journal, the edge cases a review found", function()
+  local dir
+  before_each(function() dir = H.tmpdir() end)
+  after_each(function() H.rmdir(dir) end)
+
+  local function at(ev, time) ev.time = time; return ev end
+
+  it("takes a new stream under a reused name, and a renumbered server's new events", function()
+    local j = assert(journal.open(dir .. "/j"))
+    assert.is_true(j:received("sub:1", dp("D", "p", 1, "a", 1)))
+    assert.is_false(j:received("sub:1", dp("D", "p", 1, "a", 1))) -- a resend: same seq, same event
+    assert.is_true(j:received("sub:1", dp("D", "p", 2, "b", 1))) -- same seq, another event
+    j:reset_stream("sub:1") -- a new subscription that got id 1 again
+    assert.is_nil(j:resume_seq("sub:1"))
+    assert.is_true(j:received("sub:1", dp("D", "p", 1, "a", 1)))
+    j:close()
+  end)
+
+  it("keeps keys of events without seq apart across runs", function()
+    local keys = {}
+    for run = 1, 2 do
+      local j = assert(journal.open(dir .. "/j"))
+      local ev = dp("D", "p", run, "n" .. run)
+      ev.seq = nil
+      assert.is_true(j:received("s", ev))
+      keys[run] = ev._journal_key
+      j:close()
+    end
+    assert.are_not.equal(keys[1], keys[2])
+  end)
+
+  it("holds no finished event in memory after opening, and one subscription list for ever", function()
+    local j = assert(journal.open(dir .. "/j"))
+    for seq = 1, 50 do
+      local ev = dp("D", "p", seq, "e" .. seq, seq)
+      j:received("s", ev)
+      j:finished(ev)
+    end
+    j:close()
+    for _ = 1, 3 do
+      local again = assert(journal.open(dir .. "/j"))
+      again:set_subscriptions { { id = 7, type = "datapoint", scope = "*/*" } }
+      assert.is_nil(next(again.st.events))
+      again:close()
+    end
+    local last = assert(journal.open(dir .. "/j"))
+    assert.equal(1, #last:subscriptions())
+    assert.equal("integer", math.type(last:subscriptions()[1].id))
+    last:close()
+  end)
+
+  it("puts a write's result and a finished event in the file at once (they survive kill -9)", function()
+    local path = dir .. "/j"
+    local j = assert(journal.open(path))
+    local ev = dp("D", "p", 1, "x", 3)
+    j:received("s", ev)
+    j:sync()
+    j:action(ev, "r", 1, "D/q=1", function() return { id = "w1" } end)
+    j:finished(ev)
+    -- Not closed, not synced: what another reader (the next run) sees now.
+    local text = H.read_file(path)
+    assert.matches('"st":"ok"', text)
+    assert.matches('"k":"done"', text)
+    local perm = io.popen("stat -c %a " .. path):read("l")
+    assert.equal("600", perm)
+    j:close()
+  end)
+
+  it("makes a write again, and says so, when the rule now writes something else", function()
+    local path = dir .. "/j"
+    local warnings = {}
+    local j = assert(journal.open(path))
+    local ev = dp("D", "p", 1, "x", 3)
+    j:received("s", ev)
+    j:sync()
+    j:action(ev, "r", 1, "D/q=1", function() return { id = "w1" } end)
+    j:close()
+    local again = assert(journal.open(path, { log = function(_, m) warnings[#warnings + 1] = m end }))
+    local ev2 = again:replay(ayla.decode)[1]
+    local res = again:action(ev2, "r", 1, "D/q=2", function() return { id = "w2" } end)
+    assert.equal("w2", res.id)
+    assert.matches("was D/q=1 in the last run and is D/q=2 now", warnings[#warnings])
+    again:close()
+  end)
+
+  it("keeps one rule's writes apart from another's of the same name", function()
+    local sim = assert(ayla.sim {})
+    local cloud = assert(ayla.cloud(sim:cloud_options()))
+    local j = assert(journal.open(dir .. "/j"))
+    local a = app_mod.new { log = function() end, journal = j, cloud = cloud }
+    local got = {}
+    for i, v in ipairs { "A", "B" } do
+      a:on("datapoint", { property = "input", name = "x" }, function(ev, ctx) got[i] = ctx:set(ev.dsn, "cmd", v) end)
+    end
+    local ev = dp("AC000W000000001", "input", 1, "i1", 1)
+    j:received("s", ev)
+    j:sync()
+    a:dispatch(ev)
+    assert(H.wait_until(function() a:step(0.01); return got[1] and got[2] end, 10))
+    assert.are_not.equal(got[1].id, got[2].id)
+    j:close()
+    sim:stop()
+  end)
+
+  it("resumes edges after a restart: a backlog change fires, a replayed hold starts again", function()
+    local a = app_mod.new { log = function() end }
+    local to, alarms = 0, 0
+    a:on("datapoint", { property = "LED", to = 1 }, function() to = to + 1 end)
+    a:on("datapoint", { property = "temp", above = 30, ["for"] = 60 }, function() alarms = alarms + 1 end)
+    -- REST, read at the restart, already shows what the backlog will bring.
+    a.twin:update("D", "LED", 1, "2026-11-22T10:05:00Z", true)
+    a.twin:update("D", "temp", 20, "2026-11-22T10:05:00Z", true)
+    a:dispatch(at(dp("D", "LED", 0, "l0", 4), "2026-11-22T10:00:00Z"))
+    a:dispatch(at(dp("D", "LED", 1, "l1", 5), "2026-11-22T10:05:00Z")) -- the change REST shows
+    a:dispatch(at(dp("D", "LED", 1, "l2", 6), "2026-11-22T10:05:00Z")) -- no change: no firing
+    assert.equal(1, to)
+    local replayed = at(dp("D", "temp", 35, "t1", 3), "2026-11-22T09:59:00Z")
+    replayed.replayed = true
+    a:dispatch(replayed)
+    assert.is_truthy(next(a.rules[2].holds), "the hold started again")
+    assert.equal(20, a.twin:get("D", "temp")) -- the newer REST value stays
+    a:dispatch(at(dp("D", "temp", 36, "t2", 7), "2026-11-22T10:06:00Z")) -- a real crossing from 20
+    assert.is_truthy(next(a.rules[2].holds))
+  end)
+
+  it("turns deduplication off with dedupe = 0 and refuses a bad value", function()
+    local a = app_mod.new { log = function() end, dedupe = 0 }
+    local n = 0
+    a:on("datapoint", function() n = n + 1 end)
+    a:dispatch(dp("D", "p", 1, "same", 1))
+    a:dispatch(dp("D", "p", 1, "same", 2))
+    assert.equal(2, n)
+    assert.has_error(function() app_mod.new { dedupe = -1 } end, "dedupe must be a whole number (0: off)")
   end)
 end)
 

@@ -93,14 +93,43 @@ describe("ayla-rules", function()
       on("datapoint", { name = "bomb" }, function() local s = ("x"):rep(1 << 20):rep(1 << 10) end)
       on("datapoint", { name = "fine" }, function(ev) log("still here for %s", ev.dsn) end)
     ]])
-    write(dir .. "/loops_at_load.lua", "while true do end")
-    local out, ok = run(("--memory 64 --budget 1000000 --replay %s %s/bad.lua %s/loops_at_load.lua")
-      :format(REPLAY, dir, dir))
+    local out, ok = run(("--memory 64 --budget 1000000 --replay %s %s/bad.lua"):format(REPLAY, dir))
     assert.is_true(ok)
     assert.matches("rule spin failed %(1 in a row%): .*instruction budget exceeded", out)
     assert.matches("rule bomb failed %(1 in a row%): .*not enough memory", out)
     assert.matches("fine: still here for AC000W000000001", out)
+  end)
+
+  it("exits 2 when a rule file does not load at start, live or replayed, and says why", function()
+    write(dir .. "/fine.lua", [[on("datapoint", function() end)]])
+    write(dir .. "/loops_at_load.lua", "while true do end")
+    local out, ok, _, code = run(("--budget 1000000 --replay %s %s/fine.lua %s/loops_at_load.lua")
+      :format(REPLAY, dir, dir))
+    assert.is_falsy(ok)
+    assert.equal(2, code)
     assert.matches("loops_at_load%.lua did not load: .*instruction budget exceeded", out)
+    assert.is_nil(out:find("replayed %d+ events"))
+    out, ok, _, code = run(("--sim --duration 5 %s/missing.lua"):format(dir))
+    assert.is_falsy(ok)
+    assert.equal(2, code)
+    assert.matches("missing%.lua did not load: ", out)
+    assert.is_nil(out:find("stream .* is open"), "it stopped before connecting")
+  end)
+
+  it("refuses a bad --subscribe type and a config that sets what it cannot, with exit 2", function()
+    local out, _, _, code = run("--subscribe datapoint,datapionts x.lua")
+    assert.equal(2, code)
+    assert.matches("unknown event type 'datapionts'", out)
+    for body, says in pairs {
+      ['return { ["oem-model"] = "ledevb" }'] = "sets oem%-model, which is not an option",
+      ["return { memory = 64 }"] = "sets memory, which is not an option it can set %(give it on the command line",
+      ['return { status = "x" }'] = "status must be a number",
+    } do
+      write(dir .. "/c.lua", body)
+      out, _, _, code = run(("--config %s/c.lua x.lua"):format(dir))
+      assert.equal(2, code)
+      assert.matches(says, out)
+    end
   end)
 
   it("opens the whole standard library with --trust, and only then", function()

@@ -9,6 +9,8 @@
 #include "util.h"
 
 #include <libwebsockets.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -196,14 +198,40 @@ static int core_sleep(lua_State *L)
 }
 
 /* core.fsync(file) -> true, or nil, message: the file's buffered writes and
- * then the kernel's reach the disk (the event journal's durability point) */
+ * then the kernel's reach the disk (the event journal's durability point).
+ * core.fsync(path) does it for a file or directory by name: after a rename,
+ * the directory's entry. */
 static int core_fsync(lua_State *L)
 {
+	if (lua_type(L, 1) == LUA_TSTRING) {
+		const char *path = lua_tostring(L, 1);
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			return luaL_fileresult(L, 0, path);
+		int ok = fsync(fd) == 0;
+		int saved = errno;
+		close(fd);
+		errno = saved;
+		return luaL_fileresult(L, ok, path);
+	}
 	luaL_Stream *p = luaL_checkudata(L, 1, LUA_FILEHANDLE);
 	luaL_argcheck(L, p->closef != NULL, 1, "attempt to use a closed file");
 	if (fflush(p->f) != 0)
 		return luaL_fileresult(L, 0, NULL);
 	return luaL_fileresult(L, fsync(fileno(p->f)) == 0, NULL);
+}
+
+/* core.create_private(path) -> true, or nil, message: creates the file if it
+ * is missing, readable by its owner only (0600), whatever the umask */
+static int core_create_private(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1);
+	int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return luaL_fileresult(L, 0, path);
+	close(fd);
+	lua_pushboolean(L, 1);
+	return 1;
 }
 
 int luaopen_ayla_core(lua_State *L);
@@ -218,6 +246,8 @@ int luaopen_ayla_core(lua_State *L)
 	lua_setfield(L, -2, "mtime");
 	lua_pushcfunction(L, core_fsync);
 	lua_setfield(L, -2, "fsync");
+	lua_pushcfunction(L, core_create_private);
+	lua_setfield(L, -2, "create_private");
 	lua_pushcfunction(L, core_wait_any);
 	lua_setfield(L, -2, "wait_any");
 	ayla_open_request(L);

@@ -37,6 +37,8 @@ local apps = 0
 function M.new(opts)
   opts = opts or {}
   check(type(opts) == "table", 2, "ayla.app expects a table of options")
+  local dedupe = opts.dedupe == nil and 10000 or opts.dedupe
+  check(math.tointeger(dedupe) and dedupe >= 0, 2, "dedupe must be a whole number (0: off)")
   apps = apps + 1
   local self = setmetatable({
     id = ("app%d-%d"):format(apps, math.random(1 << 30)),
@@ -55,7 +57,7 @@ function M.new(opts)
     -- The last `dedupe` datapoint ids seen (by event type), in a ring: a
     -- datapoint the server sends twice (two subscriptions, a resend) runs
     -- the rules once.
-    seen = {}, seen_ring = {}, seen_next = 1, seen_size = opts.dedupe or 10000,
+    _seen = {}, _seen_types = {}, _seen_ids = {}, _seen_next = 1, _seen_size = math.tointeger(dedupe),
     journal = opts.journal,
     pending = {}, -- with a journal: event -> rule work not yet finished for it
   }, App)
@@ -92,7 +94,11 @@ function Ctx:set(dsn, prop, value, opts)
   local ev = self.ev
   if app.journal and ev and self.rule then -- at most once per event, across restarts
     self.actions = (self.actions or 0) + 1
-    return app.journal:action(ev, self.rule.name, self.actions,
+    local what = ("%s/%s=%s"):format(tostring(dsn), tostring(prop), tostring(value))
+    -- The rule's name for the journal: the same in every run (names alone
+    -- need not be unique; registration order is the same if the code is).
+    local rule = self.rule.journal_id or ("%s@%d"):format(self.rule.name, self.rule.id)
+    return app.journal:action(ev, rule, self.actions, what,
       function() return app.cloud:set(dsn, prop, value, o) end)
   end
   return app.cloud:set(dsn, prop, value, o)
@@ -125,7 +131,7 @@ function App:_run(rule, fn, ...)
   self.scheduler:start({
     name = rule and rule.name or "timer", budget = self.budget, owner = rule, ctx = ctx,
     on_done = function() if rule then rule.consecutive = 0 end end,
-    on_end = ev and function() self:_release(ev) end,
+    on_end = ev and self.journal and function() self:_release(ev) end,
   }, function()
     if rule then fn(ev, ctx) else fn(ctx) end
   end)
@@ -168,8 +174,9 @@ function App:_hold(rule, slot, ev, delay, fn)
   self:_acquire(ev)
   rule.holds[slot] = { ev = ev, timer = self.timers:add(self.clock.now() + delay, function()
     rule.holds[slot] = nil
-    fn()
-    self:_release(ev)
+    local ok, err = pcall(fn)
+    self:_release(ev) -- whatever happened: the event must not replay for ever
+    if not ok then error(err, 0) end
   end) }
 end
 
@@ -312,7 +319,6 @@ function App:_candidates(ev)
   return out
 end
 
--- Loop guard: a rule fired by events its own writes caused, too often.
 -- Loop guard: rules fired again and again by this app's own writes, whether
 -- one rule re-triggers itself or several rules answer each other.
 function App:_loop_check(rule, ev)
@@ -340,7 +346,6 @@ function App:_loop_check(rule, ev)
   return true
 end
 
--- Rate limit and debounce, per rule and device; then run.
 -- The rate limit, per rule and device: true if the rule may fire now.
 function App:_rate_ok(rule, key)
   local rate = rule.trig.rate
@@ -376,13 +381,20 @@ function App:_duplicate(ev)
   local dp = ev.datapoint
   local id = type(dp) == "table" and dp.id
   if type(id) ~= "string" then return false end
-  local key = ev.type .. "\0" .. id
-  if self.seen[key] then return true end
-  local slot = self.seen_next
-  local old = self.seen_ring[slot]
-  if old then self.seen[old] = nil end
-  self.seen_ring[slot], self.seen[key] = key, true
-  self.seen_next = slot % self.seen_size + 1
+  local size = self._seen_size
+  if size == 0 then return false end
+  local kind = ev.type or "?"
+  local ids = self._seen[kind]
+  if not ids then
+    ids = {}
+    self._seen[kind] = ids
+  end
+  if ids[id] then return true end
+  local slot = self._seen_next -- the oldest id of the ring leaves
+  local old_kind = self._seen_types[slot]
+  if old_kind then self._seen[old_kind][self._seen_ids[slot]] = nil end
+  self._seen_types[slot], self._seen_ids[slot], ids[id] = kind, id, true
+  self._seen_next = slot % size + 1
   return false
 end
 
@@ -427,10 +439,13 @@ function App:_dispatch(ev)
     local old, taken = self.twin:update(ev.dsn, prop, state, ev.time)
     if old then prev, known = old.value, true end
     fresh = taken
+    if not fresh and ev.replayed then
+      -- An event the journal replays after a restart was accepted once
+      -- already; what came before it is not known now.
+      fresh, prev, known = true, nil, false
+    end
   end
-  -- Older than what we know: no state change to react to. (An event the
-  -- journal replays after a restart was accepted once already.)
-  if not fresh and not ev.replayed then return end
+  if not fresh then return end -- older than what we know: no state change to react to
   local hold_key = (ev.dsn or "*") .. "\0" .. (prop or "*")
   for _, rule in ipairs(self:_candidates(ev)) do
     if not rule.disabled then self:_offer(rule, ev, state, prev, known, hold_key) end

@@ -61,6 +61,32 @@ local VALUES = {
   ["--replay-extra"] = "replay_extra", ["--journal"] = "journal", ["--cloud-url"] = "cloud_url",
 }
 local NUMBERS = { status = true, duration = true, budget = true, memory = true, replay_extra = true }
+local EVENT_TYPES = { datapoint = true, datapointack = true, connectivity = true, location = true,
+                      registration = true }
+
+-- What a --config file may set: the options' names, and their types.
+local CONFIG = {}
+for _, name in pairs(FLAGS) do CONFIG[name] = "boolean" end
+for _, name in pairs(VALUES) do CONFIG[name] = NUMBERS[name] and "number" or "string" end
+CONFIG.help, CONFIG.config = nil, nil
+CONFIG.memory = nil -- read by the C host from the command line only
+
+local function read_config(o)
+  local chunk, err = loadfile(o.config, "t", {})
+  if not chunk then return nil, "cannot read the config: " .. err end
+  local ok, t = pcall(chunk)
+  if not ok or type(t) ~= "table" then return nil, "the config must return a table" end
+  for k, v in pairs(t) do
+    local want = CONFIG[k]
+    if not want then
+      return nil, ("the config sets %s, which is not an option it can set%s"):format(tostring(k),
+        (k == "memory" or k == "files") and " (give it on the command line)" or "")
+    end
+    if type(v) ~= want then return nil, ("the config's %s must be a %s"):format(k, want) end
+    if o[k] == nil then o[k] = v end
+  end
+  return true
+end
 
 function M.parse(argv)
   local o = { files = {} }
@@ -86,11 +112,14 @@ function M.parse(argv)
     i = i + 1
   end
   if o.config then
-    local chunk, err = loadfile(o.config, "t", {})
-    if not chunk then return nil, "cannot read the config: " .. err end
-    local ok, t = pcall(chunk)
-    if not ok or type(t) ~= "table" then return nil, "the config must return a table" end
-    for k, v in pairs(t) do if o[k] == nil then o[k] = v end end
+    local ok, err = read_config(o)
+    if not ok then return nil, err end
+  end
+  for t in (o.subscribe or ""):gmatch("[^,%s]+") do
+    if not EVENT_TYPES[t] then
+      return nil, ("--subscribe: unknown event type '%s' (datapoint, datapointack, connectivity, "
+        .. "location, registration)"):format(t)
+    end
   end
   o.url = o.url or os.getenv("AYLA_STREAM_URL")
   o.key = o.key or os.getenv("AYLA_STREAM_KEY")
@@ -271,6 +300,9 @@ local function sandbox(runner, file)
       return fn(read_only(ev, {}), M.ctx_proxy(ctx))
     end)
     file.rules[#file.rules + 1] = rule
+    -- The same in every run while the file is unchanged (names need not be
+    -- unique, and default names count every rule since the start).
+    rule.journal_id = ("%s:%d"):format(file.path or file.name, #file.rules)
     return nil -- nothing of the engine leaks out
   end
   local function timer(kind)
@@ -334,7 +366,7 @@ end
 -- version running. Returns true, or nil and why.
 function M.load(runner, path)
   local name = path:match("([^/]+)$")
-  local fresh = { name = name, rules = {}, timers = {} } -- timers: handle -> timer
+  local fresh = { name = name, path = path, rules = {}, timers = {} } -- timers: handle -> timer
   local env = runner.opts.trust and setmetatable({}, { __index = _G }) or sandbox(runner, fresh)
   if runner.opts.trust then
     local api = sandbox(runner, fresh)
@@ -407,13 +439,20 @@ function M.status(runner)
   runner.log("status", ("events %d, rules %d active of %d, fired %d, failed %d, own writes %d, "
     .. "heartbeats %d/%d, reconnects %d, dropped %d, duplicates %d%s"):format(st.events, active,
     st.rules, st.fired, st.failures, st.own, hba, hb, rc, dr, st.duplicates,
-    j and (", journal: %d replayed, %d writes not repeated"):format(j.replayed, j.skipped_actions) or ""))
+    j and (", journal: %d replayed, %d resends skipped, %d writes not repeated")
+      :format(j.replayed, j.resends, j.skipped_actions) or ""))
 end
 
 -- ---- the connection ---------------------------------------------------------------------
 
 -- With a journal, the subscriptions an earlier run left (kept at its exit or
 -- after a crash) are reused, so their streams resume with seq_start.
+local function scope_of(o)
+  return ("%s/%s"):format(o.oem_model or "*", o.dsn or "*")
+end
+
+-- The journal's subscriptions that still exist with the same type and
+-- scope, by type; those that exist but no longer fit are deleted.
 local function journaled_subscriptions(runner, cloud)
   local j, reuse = runner.journal, {}
   if not j or #j:subscriptions() == 0 then return reuse end
@@ -424,12 +463,18 @@ local function journaled_subscriptions(runner, cloud)
   end
   local by_id = {}
   for _, sub in ipairs(live) do by_id[sub.id] = sub end
+  local scope = scope_of(runner.opts)
   for _, rec in ipairs(j:subscriptions()) do
-    if by_id[rec.id] then
-      reuse[rec.type] = by_id[rec.id]
-    else
+    local sub = by_id[rec.id]
+    if not sub then
       runner.log("warn", ("subscription %s (%s) is gone: events sent while the runner was down "
         .. "cannot be resumed"):format(tostring(rec.id), tostring(rec.type)))
+    elseif rec.scope ~= scope or reuse[rec.type] then
+      runner.log("info", ("subscription %d (%s, %s) does not fit this run's scope %s: deleting it")
+        :format(rec.id, tostring(rec.type), tostring(rec.scope), scope))
+      cloud:unsubscribe(rec.id)
+    else
+      reuse[rec.type] = sub
     end
   end
   return reuse
@@ -451,6 +496,7 @@ local function subscribe_all(runner, cloud)
       sub, err = cloud:subscribe { oem_model = runner.opts.oem_model or "*",
                                    dsn = runner.opts.dsn or "*", subscription_type = t }
       if not sub then return nil, err end
+      if j then j:reset_stream("sub:" .. sub.id) end -- a reused id is a new stream
     end
     subs[#subs + 1] = sub
     local s, serr = sub:stream { raw = (runner.opts.record or j) and true or nil, seq_start = seq_start }
@@ -460,7 +506,9 @@ local function subscribe_all(runner, cloud)
   runner.subscriptions, runner.stream_ids = subs, ids
   if j then
     local list = {}
-    for i, sub in ipairs(subs) do list[i] = { id = sub.id, type = sub.subscription_type } end
+    for i, sub in ipairs(subs) do
+      list[i] = { id = sub.id, type = sub.subscription_type, scope = scope_of(runner.opts) }
+    end
     j:set_subscriptions(list)
   end
   return streams
@@ -575,7 +623,7 @@ function M.replay(runner)
         local when = event_time(ev, received)
         if vt == nil and when then -- the clock starts at the first event with a time
           vt = when
-          M.start_timers(runner)
+          if not M.start_timers(runner) then break end -- a rule file did not load
         end
         if vt == nil then
           runner.log("error", ("%s:%d: an event with no time before any with one: skipped")
@@ -603,6 +651,15 @@ function M.replay(runner)
   return n
 end
 
+-- Is `value` in a subscription's scope ("*", or a comma list)?
+local function in_scope(scope, value)
+  if not scope or scope == "*" then return true end
+  for item in scope:gmatch("[^,%s]+") do
+    if item == value then return true end
+  end
+  return false
+end
+
 -- Fills the twin cache from REST for the devices in scope, so that rules
 -- read current values from the start.
 function M.seed(runner)
@@ -614,8 +671,8 @@ function M.seed(runner)
   end
   local dsns = {}
   for _, d in ipairs(devices) do
-    local model_ok = not o.oem_model or o.oem_model == "*" or o.oem_model == d.oem_model
-    local dsn_ok = not o.dsn or o.dsn == "*" or o.dsn == d.dsn
+    local model_ok = in_scope(o.oem_model, d.oem_model)
+    local dsn_ok = in_scope(o.dsn, d.dsn)
     if model_ok and dsn_ok then dsns[#dsns + 1] = d.dsn end
   end
   -- Resumed streams first deliver what was sent while the runner was down,
@@ -631,11 +688,26 @@ end
 
 -- ---- main -------------------------------------------------------------------------------
 
+-- Loads the rule files (once); false if one of them did not load.
 function M.start_timers(runner)
   -- The rule files' timers start on the app's clock: load them once it runs.
-  if runner.loaded then return end
+  if runner.loaded then return not runner.load_failed end
   runner.loaded = true
-  M.reload_changed(runner, true)
+  for _, path in ipairs(runner.opts.files) do
+    if not M.load(runner, path) then runner.load_failed = true end
+  end
+  for _, path in ipairs(runner.opts.files) do -- reloads compare with this version
+    runner.files[path] = runner.files[path] or { name = path, rules = {}, timers = {} }
+    runner.files[path].mtime = core.mtime(path)
+  end
+  return not runner.load_failed
+end
+
+-- Exit codes: 1 for a connection or runtime failure (worth restarting), 3
+-- for a refused sign-in (restarting would count toward Ayla's lockout).
+local function connect_failed(runner, err)
+  runner.log("error", "cannot connect: " .. tostring(err))
+  return runner.cloud and runner.cloud._sign_in_refused and 3 or 1
 end
 
 -- host = { take_signal = function() return "hup" | "int" | "term" | "usr1" | nil end }
@@ -658,25 +730,24 @@ function M.main(argv, host)
 
   if o.replay then
     local n = M.replay(runner)
+    if runner.load_failed then return 2 end
     M.status(runner)
     runner.log("info", ("replayed %d events"):format(n))
     return 0
   end
 
   if o.journal then
-    local j, jerr = journal.open(o.journal, { log = runner.log })
+    local j, jerr = journal.open(o.journal, { log = runner.log, app_id = runner.app.id })
     if not j then
       runner.log("error", jerr)
       return 1
     end
     runner.journal, runner.app.journal = j, j
+    runner.app.id = j:app_id() -- its earlier writes are still its own
   end
-  M.start_timers(runner)
+  if not M.start_timers(runner) then return 2 end
   local streams, cerr = connect(runner)
-  if not streams then
-    runner.log("error", "cannot connect: " .. tostring(cerr))
-    return 1
-  end
+  if not streams then return connect_failed(runner, cerr) end
   runner.streams = streams
   runner.app.cloud = runner.cloud
   if runner.cloud then M.seed(runner) end
@@ -711,20 +782,36 @@ function M.main(argv, host)
           why and (": " .. why) or ""))
       end
       local batch, j = {}, runner.journal
-      for _ = 1, 1000 do
-        local ev = s:next(0)
-        if not ev then break end
-        if o.record then record(runner, ev) end
-        if not j or j:received(runner.stream_ids[i], ev) then batch[#batch + 1] = ev end
+      local jok, jerr = pcall(function()
+        for _ = 1, 1000 do
+          local ev = s:next(0)
+          if not ev then break end
+          if o.record then record(runner, ev) end
+          if not j or j:received(runner.stream_ids[i], ev) then batch[#batch + 1] = ev end
+        end
+        if j and #batch > 0 then j:sync() end -- on disk before any rule sees them
+      end)
+      if not jok then -- a full disk, say: going on would break the journal's promises
+        runner.log("error", "stopping: " .. scheduler.describe(jerr))
+        runner.exit_code = 1
+        break
       end
-      if j and #batch > 0 then j:sync() end -- on disk before any rule sees them
       for _, ev in ipairs(batch) do
         runner.log("event", tostring(ev))
         local ok, derr = pcall(runner.app.dispatch, runner.app, ev)
         if not ok then runner.log("error", "dispatching failed: " .. scheduler.describe(derr)) end
       end
     end
+    if runner.exit_code then break end
     runner.app:_check_drops(streams)
+    if runner.journal then -- write results and finished events: on disk within a second
+      local sok, serr = pcall(runner.journal.sync_if_due, runner.journal, 1)
+      if not sok then
+        runner.log("error", "stopping: " .. scheduler.describe(serr))
+        runner.exit_code = 1
+        break
+      end
+    end
     -- Rule code runs in tasks with their own error handling; this catches
     -- what escapes them (the memory cap hit by the runner itself, say).
     local ok, step_err = pcall(runner.app.step, runner.app, 0.1)
@@ -754,7 +841,7 @@ function M.main(argv, host)
   for _, s in ipairs(streams) do s:close() end
   if runner.record_file then runner.record_file:close() end
   if runner.sim then runner.sim:stop() end
-  return 0
+  return runner.exit_code or 0
 end
 
 return M

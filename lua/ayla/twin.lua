@@ -12,10 +12,13 @@ function M.new()
 end
 
 -- Records a value; returns the previous entry ({ value =, at = }) and
--- whether the new one was taken (false when it is older than what we have,
--- unless what we have is provisional: a REST value read while a resumed
--- stream still had older events to deliver).
+-- whether the new one was taken (false when it is older than what we have).
 -- `at` is an ISO 8601 UTC time, which compares correctly as text.
+--
+-- A provisional entry is a REST value read while a resumed stream still had
+-- older events to deliver (its backlog). Such an older event is taken (its
+-- rules run) but the entry keeps the newer REST value; the event's previous
+-- value is the backlog's own last one for that property (none at first).
 function Twin:update(dsn, prop, value, at, provisional)
   local props = self.devices[dsn]
   if not props then
@@ -23,7 +26,13 @@ function Twin:update(dsn, prop, value, at, provisional)
     self.devices[dsn] = props
   end
   local old = props[prop]
-  if old and at and old.at and at < old.at and not old.provisional then return old, false end
+  -- (An event as old as a provisional value may be the one that set it.)
+  if old and at and old.at and (at < old.at or (old.provisional and at == old.at)) then
+    if not old.provisional then return old, false end
+    local before = old.backlog
+    old.backlog = { value = value, at = at }
+    return before, true
+  end
   props[prop] = { value = value, at = at or (old and old.at), provisional = provisional }
   return old, true
 end
