@@ -18,26 +18,44 @@
 -- Prints one key=value line per level, then a markdown table of the results
 -- and one of CPU time per write in each thread (from /proc schedstat).
 --
--- usage: lua5.4 bench/cloud_writes.lua [N] [REST_URL]   (from the repository root)
+-- With --tls, the in-process simulator serves HTTPS and WSS with a
+-- certificate made for the run (openssl), trusted through ca_file.
+--
+-- HTTP keep-alive: the REST requests share the hub's pool of kept-alive
+-- connections (csrc/http.c); each level also reports how many connections
+-- (TCP, and TLS handshakes with --tls) it opened, from ayla.http.stats().
+-- A build without the pool has no such counter: every request opened one.
+--
+-- usage: lua5.4 bench/cloud_writes.lua [--tls] [N] [REST_URL]   (from the repository root)
+--   --tls     HTTPS/WSS to the in-process simulator
 --   N         writes per level (default 20000)
 --   REST_URL  an ayla-sim started apart (build/ayla-sim prints its URL), signed
 --             in with AYLA_EMAIL, AYLA_PASSWORD, AYLA_APP_ID, AYLA_APP_SECRET;
 --             without it the script starts ayla.sim{} in this process.
 local root = arg[0]:match("^(.*)/bench/[^/]*$") or "."
 package.path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. package.path
-package.cpath = root .. "/build/?.so;" .. package.cpath
+package.cpath = (os.getenv("AYLA_BUILD_DIR") or (root .. "/build")) .. "/?.so;" .. package.cpath
 
 local ayla = require "ayla"
-local monotime = require("ayla.core").monotime
+local core = require "ayla.core"
+local monotime = core.monotime
+
+-- Connections the pool opened so far (nil: a build without the pool).
+local function connections()
+  return core._http_stats and core._http_stats().connections or nil
+end
 
 local DSN, PROP = "AC000W000000001", "input"
 local LEVELS = { 1, 16, 64 }
 local WARMUP = 200 -- writes before the first measured level (16 in flight)
 
-local n = math.tointeger(tonumber(arg[1] or "20000"))
-local rest_url = arg[2]
-if not (n and n > 0) then
-  io.stderr:write("usage: lua5.4 bench/cloud_writes.lua [N] [REST_URL]\n")
+local args = { table.unpack(arg) }
+local tls = args[1] == "--tls"
+if tls then table.remove(args, 1) end
+local n = math.tointeger(tonumber(args[1] or "20000"))
+local rest_url = args[2]
+if not (n and n > 0) or (tls and rest_url) then
+  io.stderr:write("usage: lua5.4 bench/cloud_writes.lua [--tls] [N] [REST_URL]\n")
   os.exit(2)
 end
 
@@ -82,10 +100,19 @@ name_new_threads("lua")
 
 -- ---- set-up ----------------------------------------------------------------
 
-local sim, cloud, err
+local sim, cloud, err, certdir
 if rest_url then
   cloud, err = ayla.cloud { hosts = { user = rest_url, ads = rest_url, stream = rest_url,
                                       mstream = rest_url } }
+elseif tls then
+  local dir = io.popen("mktemp -d"):read("l")
+  certdir = dir
+  assert(os.execute(("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj '/CN=127.0.0.1' "
+    .. "-addext 'subjectAltName=IP:127.0.0.1' -keyout '%s/k.pem' -out '%s/c.pem' 2>/dev/null")
+    :format(dir, dir)), "openssl could not make a certificate")
+  sim = assert(ayla.sim { cert_file = dir .. "/c.pem", key_file = dir .. "/k.pem" })
+  name_new_threads("sim")
+  cloud, err = ayla.cloud(sim:cloud_options { ca_file = dir .. "/c.pem" })
 else
   sim = assert(ayla.sim {})
   name_new_threads("sim")
@@ -157,7 +184,7 @@ local function run_level(inflight, count, base)
     end
   end
 
-  local cpu0, t0 = cpu_by_thread(), monotime()
+  local conn0, cpu0, t0 = connections(), cpu_by_thread(), monotime()
   for _ = 1, inflight do sched:spawn(worker) end
   drain()
   while sched:step(0.25) > 0 do drain() end
@@ -171,6 +198,7 @@ local function run_level(inflight, count, base)
     take(ev)
   end
   local cpu1 = cpu_by_thread()
+  local conn1 = connections()
 
   local set_ms, ev_ms, early = {}, {}, 0
   for v = base + 1, base + count do
@@ -191,6 +219,7 @@ local function run_level(inflight, count, base)
     set_p50 = percentile(set_ms, 50), set_p99 = percentile(set_ms, 99), set_max = set_ms[#set_ms],
     ev_p50 = percentile(ev_ms, 50), ev_p99 = percentile(ev_ms, 99), ev_max = ev_ms[#ev_ms],
     early = early / count * 100, cpu = cpu,
+    connections = conn0 and conn1 - conn0 or nil,
   }
 end
 
@@ -209,24 +238,28 @@ if st.dropped ~= 0 or st.malformed.bad_json ~= 0 then
 end
 cloud:unsubscribe(sub)
 if sim then sim:stop() end
+if certdir then os.execute("rm -rf '" .. certdir .. "'") end
 
 local function us_per_write(r, name) return (r.cpu[name] or 0) / r.writes * 1e6 end
 
 for _, r in ipairs(results) do
   print(("bench=cloud_writes inflight=%d writes=%d seconds=%.3f wps=%.0f set_p50_ms=%.3f "
     .. "set_p99_ms=%.3f event_p50_ms=%.3f event_p99_ms=%.3f event_max_ms=%.3f "
-    .. "event_first_pct=%.1f cpu_us_lua=%.1f cpu_us_io=%.1f cpu_us_sim=%s")
+    .. "event_first_pct=%.1f cpu_us_lua=%.1f cpu_us_io=%.1f cpu_us_sim=%s tls=%s connections=%s")
     :format(r.inflight, r.writes, r.seconds, r.wps, r.set_p50, r.set_p99, r.ev_p50, r.ev_p99,
       r.ev_max, r.early, us_per_write(r, "lua"), us_per_write(r, "io"),
-      sim and ("%.1f"):format(us_per_write(r, "sim")) or "-"))
+      sim and ("%.1f"):format(us_per_write(r, "sim")) or "-", tls and "yes" or "no",
+      r.connections and tostring(r.connections) or "per-request"))
 end
 print()
 print("| writes in flight | writes/s | set() p50 (ms) | set() p99 (ms) | "
-  .. "set → event p50 (ms) | set → event p99 (ms) | set → event max (ms) | event seen first |")
-print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+  .. "set → event p50 (ms) | set → event p99 (ms) | set → event max (ms) | event seen first | "
+  .. "connections opened |")
+print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for _, r in ipairs(results) do
-  print(("| %d | %.0f | %.2f | %.2f | %.2f | %.2f | %.2f | %.0f%% |"):format(r.inflight, r.wps,
-    r.set_p50, r.set_p99, r.ev_p50, r.ev_p99, r.ev_max, r.early))
+  print(("| %d | %.0f | %.2f | %.2f | %.2f | %.2f | %.2f | %.0f%% | %s |"):format(r.inflight, r.wps,
+    r.set_p50, r.set_p99, r.ev_p50, r.ev_p99, r.ev_max, r.early,
+    r.connections and tostring(r.connections) or ("%d (one per write)"):format(r.writes)))
 end
 print()
 print("| writes in flight | CPU µs/write: Lua thread | ayla I/O thread | ayla-sim thread | total |")

@@ -1,20 +1,65 @@
-/* Asynchronous HTTP/1.1 requests on the module's I/O thread; see http.h. */
+/* Asynchronous HTTP/1.1 requests on the module's I/O thread; see http.h.
+ *
+ * Connection reuse. Each hub keeps a pool of HTTP/1.1 connections per
+ * (vhost, host, port, tls, verify): at most POOL_PER_HOST of them, each
+ * carrying one request at a time; requests beyond that wait in the host's
+ * queue, in order. A connection whose response was complete and reusable
+ * (HTTP/1.1, no "Connection: close", a known length, no extra bytes) goes
+ * idle and carries the next request; an idle one is closed after
+ * POOL_IDLE_SECONDS, or as soon as the server closes it.
+ *
+ * lws 4.1's own client keep-alive (LCCSCF_PIPELINE) is not used: it queues
+ * every request for a host on one connection (no concurrency), ties the
+ * queued requests' fate to the first one's, and its error paths on a
+ * shared connection are hard to control. Instead each pooled connection is
+ * an lws raw client socket (method "RAW"), and this file writes the requests
+ * and parses the responses (status line, headers, Content-Length, chunked,
+ * or up to the close). lws 4.1.6 cannot start TLS on a raw client socket,
+ * so TLS is done here with the hub's SSL_CTX and the checks lws makes (see
+ * tls_start).
+ *
+ * Retry rule for a stale keep-alive connection (the server closed an idle
+ * connection just as a request was given to it): the request is sent again,
+ * once, on a fresh connection only if all of these hold:
+ *  - the connection had carried an earlier request (a first use is never
+ *    retried: its failure is the server's answer to this request);
+ *  - not one byte of a response arrived for this request;
+ *  - the method is idempotent (GET, HEAD, PUT, DELETE, OPTIONS), or the
+ *    request had not been written to the socket yet (for POST: the close
+ *    was seen before the write, so the server cannot have processed it).
+ * Otherwise the request fails as it did before keep-alive ("the connection
+ * closed before the response was complete"). The request's own timeout
+ * still covers the whole exchange, retry included.
+ */
 #include "http.h"
 
 #include "io.h"
 #include "resolve.h"
 #include "util.h"
 
+#include <arpa/inet.h>
+#include <ctype.h>
 #include <libwebsockets.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
+#define POOL_PER_HOST     6     /* connections per host, busy or idle */
+#define POOL_IDLE_SECONDS 30    /* an idle connection is closed after this */
+#define HEAD_MAX          16384 /* bytes of a response's status line and headers */
+
+struct pool_host;
+struct pool_conn;
+
 struct ayla_http {
-	struct ayla_io_conn conn; /* first: the hub writes TLS refusals here */
 	struct ayla_io *io;
 	char *method, *host, *path, *authorization, *content_type, *ca_file, *body;
 	size_t body_len, max_response;
@@ -22,8 +67,12 @@ struct ayla_http {
 	double timeout;
 
 	/* I/O thread only */
-	struct lws *wsi;
-	struct lws_vhost *vh;
+	struct pool_host *ph;         /* once started */
+	struct pool_conn *conn;       /* the connection carrying it */
+	struct ayla_http *queue_next; /* in ph's queue */
+	int queued;
+	int retried;                /* sent again after a stale connection */
+	int holds_slot;             /* a connection slot for its lookup */
 	struct ayla_lookup *lookup; /* a host-name lookup under way */
 	lws_sorted_usec_list_t sul_timeout;
 
@@ -38,10 +87,177 @@ struct ayla_http {
 	char error[256];
 };
 
-/* I/O thread: records the outcome once and wakes every waiter. */
-static void finish(struct ayla_http *h, enum ayla_http_state state, const char *error)
+enum conn_state {
+	CONN_OPENING,
+	CONN_BUSY,
+	CONN_IDLE,
+	CONN_DEAD
+};
+
+enum resp_phase {
+	R_HEAD,       /* status line and headers */
+	R_BODY_LEN,   /* `left` bytes of body */
+	R_BODY_CLOSE, /* body up to the close */
+	R_CHUNK_SIZE, /* a chunk-size line */
+	R_CHUNK_DATA, /* `left` bytes of a chunk */
+	R_CHUNK_END,  /* the CRLF after a chunk */
+	R_TRAILER,    /* trailer lines up to an empty one */
+};
+
+struct pool_conn {
+	/* first, as for every wsi's userdata: the hub would write a TLS refusal
+	 * here, though lws does no TLS on these raw sockets */
+	// cppcheck-suppress unusedStructMember
+	struct ayla_io_conn conn;
+	struct pool_conn *next; /* every connection of the pool, until its wsi is gone */
+	struct ayla_http_pool *pool;
+	struct pool_host *ph;
+	struct lws *wsi;
+	enum conn_state state;
+	int in_connect; /* inside lws_client_connect_via_info */
+	int gone;       /* its wsi was destroyed */
+	unsigned uses;  /* requests given to it */
+	struct ayla_http *req;
+	int written; /* the request is on the wire */
+	SSL *ssl;    /* TLS, done here (see tls_start) */
+	BIO *rbio, *wbio;
+	int tls_ready; /* the handshake is done (or plain) */
+	lws_sorted_usec_list_t sul_idle;
+
+	/* the response being read */
+	enum resp_phase phase;
+	size_t got; /* bytes received for this request */
+	unsigned long long left;
+	int keep;    /* reusable after this response */
+	int chunked; /* the body is chunked */
+	char line[HEAD_MAX];
+	size_t line_len;
+};
+
+struct pool_host {
+	struct pool_host *next;
+	struct lws_vhost *vh;
+	char *name;
+	int port, tls, verify;
+	SSL_CTX *ssl_ctx; /* the hub's, for this host's vhost */
+	unsigned slots;   /* connections open or opening, and lookups for new ones */
+	struct ayla_http *queue, *queue_tail;
+};
+
+struct ayla_http_pool {
+	struct pool_host *hosts; /* I/O thread */
+	struct pool_conn *conns; /* I/O thread */
+	atomic_ullong requests, connections, reused, retries;
+	atomic_uint open, idle;
+};
+
+static void pump(struct pool_host *ph);
+static int conn_send(struct pool_conn *c, const unsigned char *data, size_t len);
+static void conn_free(struct pool_conn *c);
+static void conn_failed(struct pool_conn *c, const char *why);
+
+/* ---- the pool's lifetime (io.c) ---- */
+
+struct ayla_http_pool *ayla_http_pool_new(void)
+{
+	struct ayla_http_pool *pool = calloc(1, sizeof *pool);
+	if (!pool)
+		return NULL;
+	atomic_init(&pool->requests, 0);
+	atomic_init(&pool->connections, 0);
+	atomic_init(&pool->reused, 0);
+	atomic_init(&pool->retries, 0);
+	atomic_init(&pool->open, 0);
+	atomic_init(&pool->idle, 0);
+	return pool;
+}
+
+void ayla_http_pool_free(struct ayla_http_pool *pool)
+{
+	if (!pool)
+		return;
+	/* The context is gone: lws will not call back about these again. */
+	while (pool->conns) {
+		struct pool_conn *c = pool->conns;
+		pool->conns = c->next;
+		conn_free(c);
+	}
+	while (pool->hosts) {
+		struct pool_host *ph = pool->hosts;
+		pool->hosts = ph->next;
+		free(ph->name);
+		free(ph);
+	}
+	free(pool);
+}
+
+struct ayla_io *ayla_http_io(struct ayla_http *h)
+{
+	return h->io;
+}
+
+void ayla_http_stats(struct ayla_io *io, struct ayla_http_stats *out)
+{
+	struct ayla_http_pool *pool = ayla_io_http_pool(io);
+	out->requests = atomic_load(&pool->requests);
+	out->connections = atomic_load(&pool->connections);
+	out->reused = atomic_load(&pool->reused);
+	out->retries = atomic_load(&pool->retries);
+	out->open = atomic_load(&pool->open);
+	out->idle = atomic_load(&pool->idle);
+}
+
+/* ---- a request's outcome ---- */
+
+static void unqueue(struct ayla_http *h)
+{
+	if (!h->queued)
+		return;
+	struct pool_host *ph = h->ph;
+	struct ayla_http *prev = NULL;
+	for (struct ayla_http *q = ph->queue; q; prev = q, q = q->queue_next)
+		if (q == h) {
+			if (prev)
+				prev->queue_next = h->queue_next;
+			else
+				ph->queue = h->queue_next;
+			if (ph->queue_tail == h)
+				ph->queue_tail = prev;
+			break;
+		}
+	h->queue_next = NULL;
+	h->queued = 0;
+}
+
+/* I/O thread: drops every reference the I/O thread holds to h (timer, queue,
+ * lookup, connection); the caller decides what becomes of the connection.
+ * Returns the host whose queue may now move. */
+static struct pool_host *detach(struct ayla_http *h)
 {
 	lws_sul_cancel(&h->sul_timeout);
+	unqueue(h);
+	if (h->lookup) {
+		ayla_lookup_cancel(h->lookup); /* its answer will not reach h */
+		h->lookup = NULL;
+	}
+	struct pool_host *ph = h->ph;
+	if (h->holds_slot) {
+		h->holds_slot = 0;
+		ph->slots--;
+	}
+	if (h->conn) {
+		h->conn->req = NULL;
+		h->conn = NULL;
+	}
+	return ph;
+}
+
+/* I/O thread: records the outcome once and wakes every waiter. After this the
+ * I/O thread never touches h again: the Lua thread may free it at once. */
+static void finish(struct ayla_http *h, enum ayla_http_state state, const char *error)
+{
+	detach(h);
+	struct ayla_io *io = h->io;
 	pthread_mutex_lock(&h->mu);
 	if (h->state == AYLA_HTTP_PENDING) {
 		h->state = state;
@@ -50,7 +266,7 @@ static void finish(struct ayla_http *h, enum ayla_http_state state, const char *
 		pthread_cond_broadcast(&h->cv);
 	}
 	pthread_mutex_unlock(&h->mu);
-	ayla_io_notify(h->io);
+	ayla_io_notify(io);
 }
 
 static int append(struct ayla_http *h, const char *data, size_t len)
@@ -73,146 +289,151 @@ static int append(struct ayla_http *h, const char *data, size_t len)
 	return 0;
 }
 
-static void timed_out(lws_sorted_usec_list_t *sul)
+/* ---- connections ---- */
+
+static void set_idle(struct pool_conn *c, int idle)
 {
-	struct ayla_http *h = lws_container_of(sul, struct ayla_http, sul_timeout);
-	char why[96];
-	snprintf(why, sizeof why, "no complete answer within %.1f s (timeout)", h->timeout);
-	finish(h, AYLA_HTTP_FAILED, why);
-	ayla_lookup_cancel(h->lookup);
-	h->lookup = NULL;
-	if (h->wsi)
-		lws_set_timeout(h->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+	if ((c->state == CONN_IDLE) == !!idle)
+		return;
+	if (idle)
+		atomic_fetch_add(&c->pool->idle, 1);
+	else
+		atomic_fetch_sub(&c->pool->idle, 1);
 }
 
-static int add_header(struct lws *wsi, const char *name, const char *value, unsigned char **p,
-		      unsigned char *end)
+/* The connection will carry nothing more: it leaves its host's count and is
+ * closed (asynchronously: this may run inside one of its callbacks). */
+static void conn_retire(struct pool_conn *c)
 {
-	return lws_add_http_header_by_name(wsi, (const unsigned char *)name,
-					   (const unsigned char *)value, (int)strlen(value), p,
-					   end);
+	if (c->state == CONN_DEAD)
+		return;
+	set_idle(c, 0);
+	c->state = CONN_DEAD;
+	c->ph->slots--;
+	atomic_fetch_sub(&c->pool->open, 1);
+	lws_sul_cancel(&c->sul_idle);
+	if (c->wsi)
+		lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
 }
 
-int ayla_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-		       size_t len)
+static void idle_over(lws_sorted_usec_list_t *sul)
 {
-	struct ayla_http *h = user;
-	if (!h)
-		return 0;
-
-	switch (reason) {
-	case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER: {
-		unsigned char **p = (unsigned char **)in, *end = (*p) + len;
-		if (add_header(wsi, "accept:", "application/json", p, end) ||
-		    (h->authorization &&
-		     add_header(wsi, "authorization:", h->authorization, p, end)) ||
-		    (h->content_type && add_header(wsi, "content-type:", h->content_type, p, end)))
-			return -1;
-		if (h->body_len) {
-			char length[24];
-			snprintf(length, sizeof length, "%zu", h->body_len);
-			if (add_header(wsi, "content-length:", length, p, end))
-				return -1;
-			lws_client_http_body_pending(wsi, 1);
-			lws_callback_on_writable(wsi);
-		}
-		break;
-	}
-	case LWS_CALLBACK_CLIENT_HTTP_WRITEABLE: {
-		if (!h->body_len || !h->body)
-			break; /* unrequested, or already sent */
-		unsigned char *buf = malloc(LWS_PRE + h->body_len);
-		if (!buf)
-			return -1;
-		memcpy(buf + LWS_PRE, h->body, h->body_len);
-		int n = lws_write(wsi, buf + LWS_PRE, h->body_len, LWS_WRITE_HTTP_FINAL);
-		free(buf);
-		if (n < (int)h->body_len)
-			return -1;
-		free(h->body);
-		h->body = NULL;
-		lws_client_http_body_pending(wsi, 0);
-		break;
-	}
-	case LWS_CALLBACK_ESTABLISHED_CLIENT_HTTP: {
-		char ra[32];
-		h->status = lws_http_client_http_response(wsi);
-		if (lws_hdr_copy(wsi, ra, sizeof ra, WSI_TOKEN_HTTP_RETRY_AFTER) > 0) {
-			char *rest;
-			double v = strtod(ra, &rest);
-			h->retry_after =
-				rest != ra && v >= 0 ? v : 1; /* an HTTP date: wait a bit */
-		}
-		break;
-	}
-	case LWS_CALLBACK_RECEIVE_CLIENT_HTTP: {
-		char buf[LWS_PRE + 8192], *p = buf + LWS_PRE;
-		int n = (int)sizeof buf - LWS_PRE;
-		if (lws_http_client_read(wsi, &p, &n) < 0)
-			return -1;
-		break;
-	}
-	case LWS_CALLBACK_RECEIVE_CLIENT_HTTP_READ:
-		if (append(h, in, len)) {
-			finish(h, AYLA_HTTP_FAILED, "the response is larger than max_response");
-			return -1;
-		}
-		break;
-	case LWS_CALLBACK_COMPLETED_CLIENT_HTTP:
-		if (!h->resp && append(h, "", 0))
-			return -1;
-		finish(h, AYLA_HTTP_DONE, NULL);
-		break;
-	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR: {
-		char why[200];
-		if (h->conn.tls_error[0])
-			snprintf(why, sizeof why, "TLS: the certificate of %s was refused: %s",
-				 h->host, h->conn.tls_error);
-		else
-			snprintf(why, sizeof why, "cannot reach %s:%d: %.*s", h->host, h->port,
-				 (int)(in ? strnlen(in, 120) : 7),
-				 in ? (const char *)in : "unknown");
-		finish(h, AYLA_HTTP_FAILED, why);
-		h->wsi = NULL;
-		break;
-	}
-	case LWS_CALLBACK_CLOSED_CLIENT_HTTP:
-		finish(h, AYLA_HTTP_FAILED,
-		       "the connection closed before the response was complete");
-		h->wsi = NULL;
-		break;
-	case LWS_CALLBACK_WSI_DESTROY:
-		h->wsi = NULL; /* the last callback of the connection */
-		break;
-	default:
-		break;
-	}
-	return 0;
+	struct pool_conn *c = lws_container_of(sul, struct pool_conn, sul_idle);
+	struct pool_host *ph = c->ph;
+	conn_retire(c);
+	pump(ph);
 }
 
-static void connect_to(struct ayla_http *h, const char *address)
+static void reset_response(struct pool_conn *c)
 {
+	c->phase = R_HEAD;
+	c->got = 0;
+	c->left = 0;
+	c->keep = 0;
+	c->chunked = 0;
+	c->line_len = 0;
+	c->written = 0;
+}
+
+/* Gives the connection its next request. */
+static void conn_assign(struct pool_conn *c, struct ayla_http *h)
+{
+	set_idle(c, 0);
+	lws_sul_cancel(&c->sul_idle);
+	if (c->state != CONN_OPENING)
+		c->state = CONN_BUSY;
+	reset_response(c);
+	c->req = h;
+	h->conn = c;
+	if (c->uses++)
+		atomic_fetch_add(&c->pool->reused, 1);
+	if (c->state == CONN_BUSY)
+		lws_callback_on_writable(c->wsi);
+}
+
+/* The connection finished a request and may carry another. */
+static void conn_release(struct pool_conn *c)
+{
+	struct pool_host *ph = c->ph;
+	c->req = NULL;
+	if (c->state == CONN_DEAD)
+		return;
+	if (ph->queue) {
+		struct ayla_http *next = ph->queue;
+		unqueue(next);
+		conn_assign(c, next);
+		return;
+	}
+	if (!c->wsi) {
+		conn_retire(c);
+		return;
+	}
+	set_idle(c, 1);
+	c->state = CONN_IDLE;
+	lws_sul_schedule(lws_get_context(c->wsi), 0, &c->sul_idle, idle_over,
+			 (lws_usec_t)POOL_IDLE_SECONDS * LWS_USEC_PER_SEC);
+}
+
+static void conn_open(struct ayla_http *h, const char *address)
+{
+	struct pool_host *ph = h->ph;
+	struct ayla_http_pool *pool = ayla_io_http_pool(h->io);
+	struct pool_conn *c = calloc(1, sizeof *c);
+	if (!c) {
+		finish(h, AYLA_HTTP_FAILED, "out of memory");
+		pump(ph);
+		return;
+	}
+	/* The slot the lookup held passes to the connection. */
+	if (h->holds_slot)
+		h->holds_slot = 0;
+	else
+		ph->slots++;
+	c->pool = pool;
+	c->ph = ph;
+	c->state = CONN_OPENING;
+	c->next = pool->conns;
+	pool->conns = c;
+	atomic_fetch_add(&pool->connections, 1);
+	atomic_fetch_add(&pool->open, 1);
+	conn_assign(c, h);
+
 	struct lws_client_connect_info i;
 	memset(&i, 0, sizeof i);
 	i.context = ayla_io_context(h->io);
-	i.vhost = h->vh;
+	i.vhost = ph->vh;
 	i.address = address;
-	i.port = h->port;
-	i.path = h->path;
-	i.host = h->host;
-	i.origin = h->host;
-	i.method = h->method;
-	i.alpn = "http/1.1";
+	i.port = ph->port;
+	i.path = "";
+	i.host = ph->name; /* for SNI and the certificate's host-name check */
+	i.origin = ph->name;
+	i.method = "RAW";
 	i.protocol = "ayla-http";
 	i.local_protocol_name = "ayla-http";
-	i.userdata = h;
-	i.pwsi = &h->wsi;
-	i.ssl_connection = LCCSCF_HTTP_NO_FOLLOW_REDIRECT | ayla_io_tls_flags(h->tls, h->verify);
-	if (!lws_client_connect_via_info(&i)) {
-		h->wsi = NULL;
-		char why[300];
-		snprintf(why, sizeof why, "cannot reach %s:%d", h->host, h->port);
-		finish(h, AYLA_HTTP_FAILED, why);
+	i.userdata = c;
+	i.pwsi = &c->wsi;
+	i.ssl_connection = 0; /* TLS is done here: see tls_start */
+	c->in_connect = 1;
+	struct lws *wsi = lws_client_connect_via_info(&i);
+	c->in_connect = 0;
+	if (!wsi || c->gone) {
+		c->wsi = NULL;
+		/* lws may have reported the failure already (then h is finished). */
+		if (c->req) {
+			char why[300];
+			snprintf(why, sizeof why, "cannot reach %s:%d", ph->name, ph->port);
+			finish(c->req, AYLA_HTTP_FAILED, why);
+		}
+		conn_retire(c);
+		c->gone = 1;
+		/* no wsi: nothing will call back about c */
+		for (struct pool_conn **pp = &pool->conns; *pp; pp = &(*pp)->next)
+			if (*pp == c) {
+				*pp = c->next;
+				break;
+			}
+		conn_free(c);
+		pump(ph);
 	}
 }
 
@@ -220,10 +441,683 @@ static void on_resolved(void *owner, const char *address, const char *error)
 {
 	struct ayla_http *h = owner;
 	h->lookup = NULL;
-	if (!address)
-		finish(h, AYLA_HTTP_FAILED, error);
-	else if (h->state == AYLA_HTTP_PENDING) /* not timed out meanwhile */
-		connect_to(h, address);
+	if (!address) {
+		struct pool_host *ph = h->ph;
+		finish(h, AYLA_HTTP_FAILED, error); /* gives its slot back */
+		pump(ph);
+	} else if (h->state == AYLA_HTTP_PENDING) { /* not timed out meanwhile */
+		conn_open(h, address);
+	}
+}
+
+/* Starts a new connection for h: its slot is counted from now. */
+static void open_for(struct ayla_http *h)
+{
+	struct pool_host *ph = h->ph;
+	char address[64];
+	struct ayla_resolver *r = ayla_io_resolver(h->io);
+	if (ayla_resolve_now(r, ph->name, address, sizeof address)) {
+		conn_open(h, address);
+		return;
+	}
+	ph->slots++;
+	h->holds_slot = 1;
+	h->lookup = ayla_resolve(r, ph->name, on_resolved, h); /* off this thread */
+	if (!h->lookup) {
+		finish(h, AYLA_HTTP_FAILED, "out of memory");
+		pump(ph);
+	}
+}
+
+static struct pool_conn *idle_conn(const struct ayla_http_pool *pool, const struct pool_host *ph)
+{
+	for (struct pool_conn *c = pool->conns; c; c = c->next)
+		if (c->ph == ph && c->state == CONN_IDLE)
+			return c;
+	return NULL;
+}
+
+/* Moves the host's queue: idle connections first, then new ones up to the cap. */
+static void pump(struct pool_host *ph)
+{
+	while (ph->queue) {
+		struct ayla_http *h = ph->queue;
+		struct pool_conn *c = idle_conn(ayla_io_http_pool(h->io), ph);
+		if (!c && ph->slots >= POOL_PER_HOST)
+			return;
+		unqueue(h);
+		if (c)
+			conn_assign(c, h);
+		else
+			open_for(h);
+	}
+}
+
+/* ---- writing a request ---- */
+
+static int is_idempotent(const char *method)
+{
+	return !strcmp(method, "GET") || !strcmp(method, "HEAD") || !strcmp(method, "PUT") ||
+	       !strcmp(method, "DELETE") || !strcmp(method, "OPTIONS");
+}
+
+static int write_request(struct pool_conn *c, struct ayla_http *h)
+{
+	struct pool_host *ph = c->ph;
+	char hostport[300];
+	int v6 = strchr(ph->name, ':') != NULL;
+	int default_port = ph->port == (ph->tls ? 443 : 80);
+	if (default_port)
+		snprintf(hostport, sizeof hostport, v6 ? "[%s]" : "%s", ph->name);
+	else
+		snprintf(hostport, sizeof hostport, v6 ? "[%s]:%d" : "%s:%d", ph->name, ph->port);
+	size_t cap = 256 + strlen(h->method) + strlen(h->path) + strlen(hostport) +
+		     (h->authorization ? strlen(h->authorization) : 0) +
+		     (h->content_type ? strlen(h->content_type) : 0) + h->body_len;
+	unsigned char *buf = malloc(LWS_PRE + cap);
+	if (!buf)
+		return -1;
+	char *p = (char *)buf + LWS_PRE;
+	int n = snprintf(p, cap,
+			 "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: ayla-lua\r\n"
+			 "Accept: application/json\r\n%s%s%s%s%s%s",
+			 h->method, h->path, hostport, h->authorization ? "Authorization: " : "",
+			 h->authorization ? h->authorization : "", h->authorization ? "\r\n" : "",
+			 h->content_type ? "Content-Type: " : "",
+			 h->content_type ? h->content_type : "", h->content_type ? "\r\n" : "");
+	if (n < 0 || (size_t)n >= cap)
+		goto fail;
+	size_t len = (size_t)n;
+	if (h->body_len)
+		len += (size_t)snprintf(p + len, cap - len, "Content-Length: %zu\r\n", h->body_len);
+	len += (size_t)snprintf(p + len, cap - len, "\r\n");
+	if (len + h->body_len > cap)
+		goto fail;
+	if (h->body_len)
+		memcpy(p + len, h->body, h->body_len);
+	len += h->body_len;
+	/* lws keeps whatever the socket does not take now and sends it later. */
+	int rc = conn_send(c, (unsigned char *)p, len);
+	if (h->authorization) /* the token: do not leave it in freed memory */
+		memset(p, 0, len);
+	free(buf);
+	return rc;
+fail:
+	free(buf);
+	return -1;
+}
+
+/* ---- reading a response ---- */
+
+/* The value of a header line "name: value" if its name is `name`. */
+static const char *header_value(const char *line, const char *name)
+{
+	size_t n = strlen(name);
+	if (strncasecmp(line, name, n) || line[n] != ':')
+		return NULL;
+	line += n + 1;
+	while (*line == ' ' || *line == '\t')
+		line++;
+	return line;
+}
+
+static int has_token(const char *value, const char *token)
+{
+	size_t n = strlen(token);
+	for (const char *p = value; *p;) {
+		while (*p == ' ' || *p == '\t' || *p == ',')
+			p++;
+		if (!strncasecmp(p, token, n) &&
+		    (!p[n] || p[n] == ',' || p[n] == ' ' || p[n] == '\t' || p[n] == ';'))
+			return 1;
+		while (*p && *p != ',')
+			p++;
+	}
+	return 0;
+}
+
+/* Parses the status line and headers in c->line (NUL-terminated, lines ended
+ * by CRLF or LF). Returns 0, 1 for an interim (1xx) response to skip, or -1. */
+static int parse_head(struct pool_conn *c, struct ayla_http *h)
+{
+	char *save = NULL, *line = strtok_r(c->line, "\r\n", &save);
+	/* "HTTP/1.x SSS reason" */
+	if (!line || strncmp(line, "HTTP/1.", 7) || !isdigit((unsigned char)line[7]) ||
+	    line[8] != ' ' || !isdigit((unsigned char)line[9]) ||
+	    !isdigit((unsigned char)line[10]) || !isdigit((unsigned char)line[11]) ||
+	    (line[12] && line[12] != ' '))
+		return -1;
+	unsigned minor = (unsigned)(line[7] - '0');
+	unsigned status =
+		(unsigned)((line[9] - '0') * 100 + (line[10] - '0') * 10 + (line[11] - '0'));
+	if (status < 100)
+		return -1;
+	if (status < 200)
+		return 1;
+	int have_length = 0, close = minor == 0;
+	unsigned long long length = 0;
+	c->chunked = 0;
+	while ((line = strtok_r(NULL, "\r\n", &save))) {
+		const char *v;
+		if ((v = header_value(line, "content-length"))) {
+			char *end;
+			unsigned long long n = strtoull(v, &end, 10);
+			if (end == v || (have_length && n != length))
+				return -1;
+			length = n;
+			have_length = 1;
+		} else if ((v = header_value(line, "transfer-encoding"))) {
+			c->chunked = has_token(v, "chunked");
+			if (!c->chunked)
+				close = 1; /* an encoding we do not know: read to the close */
+		} else if ((v = header_value(line, "connection"))) {
+			if (has_token(v, "close"))
+				close = 1;
+		} else if ((v = header_value(line, "retry-after"))) {
+			char *rest;
+			double n = strtod(v, &rest);
+			h->retry_after = rest != v && n >= 0 ? n : 1; /* an HTTP date: wait a bit */
+		}
+	}
+	h->status = status;
+	c->keep = !close;
+	if (!strcmp(h->method, "HEAD") || status == 204 || status == 304) {
+		c->phase = R_BODY_LEN;
+		c->left = 0;
+	} else if (c->chunked) {
+		c->phase = R_CHUNK_SIZE;
+	} else if (have_length) {
+		c->phase = R_BODY_LEN;
+		c->left = length;
+	} else {
+		c->phase = R_BODY_CLOSE;
+		c->keep = 0;
+	}
+	return 0;
+}
+
+/* Collects one line into c->line; returns 1 when it is complete (without its
+ * line end), 0 for more, -1 if too long. Consumes from *data. */
+static int take_line(struct pool_conn *c, const char **data, size_t *len, int until_blank)
+{
+	while (*len) {
+		char ch = **data;
+		(*data)++;
+		(*len)--;
+		if (c->line_len + 1 >= sizeof c->line)
+			return -1;
+		c->line[c->line_len++] = ch;
+		c->line[c->line_len] = '\0';
+		if (ch != '\n')
+			continue;
+		if (!until_blank)
+			return 1;
+		/* the head ends with an empty line */
+		if (c->line_len == 1 || (c->line_len >= 2 && c->line[c->line_len - 2] == '\n') ||
+		    (c->line_len >= 3 && !memcmp(c->line + c->line_len - 3, "\n\r\n", 3)) ||
+		    (c->line_len == 2 && c->line[0] == '\r'))
+			return 1;
+	}
+	return 0;
+}
+
+enum feed_result {
+	FEED_MORE,
+	FEED_DONE,
+	FEED_ERROR,
+	FEED_TOO_BIG
+};
+
+/* Feeds received bytes to the response parser. On FEED_DONE, *extra says
+ * how many bytes followed the response. */
+static enum feed_result feed(struct pool_conn *c, struct ayla_http *h, const char *data, size_t len,
+			     size_t *extra)
+{
+	while (1) {
+		switch (c->phase) {
+		case R_HEAD: {
+			int r = take_line(c, &data, &len, 1);
+			if (r < 0)
+				return FEED_ERROR;
+			if (!r)
+				return FEED_MORE;
+			if (c->line_len <= 2) { /* blank lines before a status line */
+				c->line_len = 0;
+				continue;
+			}
+			r = parse_head(c, h);
+			c->line_len = 0;
+			if (r < 0)
+				return FEED_ERROR;
+			if (r == 1) /* 1xx: the real answer follows */
+				continue;
+			break;
+		}
+		case R_BODY_LEN: {
+			size_t n = len < c->left ? len : (size_t)c->left;
+			if (n && append(h, data, n))
+				return FEED_TOO_BIG;
+			data += n;
+			len -= n;
+			c->left -= n;
+			if (!c->left) {
+				*extra = len;
+				return FEED_DONE;
+			}
+			return FEED_MORE;
+		}
+		case R_BODY_CLOSE:
+			if (len && append(h, data, len))
+				return FEED_TOO_BIG;
+			return FEED_MORE;
+		case R_CHUNK_SIZE: {
+			int r = take_line(c, &data, &len, 0);
+			if (r < 0)
+				return FEED_ERROR;
+			if (!r)
+				return FEED_MORE;
+			char *end;
+			c->left = strtoull(c->line, &end, 16);
+			if (end == c->line)
+				return FEED_ERROR;
+			c->line_len = 0;
+			c->phase = c->left ? R_CHUNK_DATA : R_TRAILER;
+			break;
+		}
+		case R_CHUNK_DATA: {
+			size_t n = len < c->left ? len : (size_t)c->left;
+			if (n && append(h, data, n))
+				return FEED_TOO_BIG;
+			data += n;
+			len -= n;
+			c->left -= n;
+			if (c->left)
+				return FEED_MORE;
+			c->phase = R_CHUNK_END;
+			break;
+		}
+		case R_CHUNK_END: {
+			int r = take_line(c, &data, &len, 0);
+			if (r < 0 || (r && c->line_len > 2))
+				return FEED_ERROR;
+			if (!r)
+				return FEED_MORE;
+			c->line_len = 0;
+			c->phase = R_CHUNK_SIZE;
+			break;
+		}
+		case R_TRAILER: {
+			int r = take_line(c, &data, &len, 0);
+			if (r < 0)
+				return FEED_ERROR;
+			if (!r)
+				return FEED_MORE;
+			int blank = c->line_len <= 2;
+			c->line_len = 0;
+			if (blank) {
+				*extra = len;
+				return FEED_DONE;
+			}
+			break;
+		}
+		}
+	}
+}
+
+/* The request on c is answered: hand the answer over, then reuse or close c. */
+static void response_done(struct pool_conn *c, int reusable)
+{
+	struct ayla_http *h = c->req;
+	struct pool_host *ph = c->ph;
+	int ok = h->resp || !append(h, "", 0);
+	/* The connection's fate first, so that the pool's counters are up to
+	 * date when the request's owner wakes. */
+	c->req = NULL;
+	h->conn = NULL;
+	if (!reusable || !ok)
+		conn_retire(c);
+	conn_release(c);
+	finish(h, ok ? AYLA_HTTP_DONE : AYLA_HTTP_FAILED, ok ? NULL : "out of memory");
+	pump(ph);
+}
+
+/* The connection ended (closed, or failed to open) with a request on it. */
+static void conn_failed(struct pool_conn *c, const char *why)
+{
+	struct ayla_http *h = c->req;
+	struct pool_host *ph = c->ph;
+	int was_reused = c->uses > 1;
+	int retry = h && was_reused && !c->got && !h->retried &&
+		    (is_idempotent(h->method) || !c->written);
+	conn_retire(c);
+	if (h && c->phase == R_BODY_CLOSE) { /* the close ends this body */
+		response_done(c, 0);
+		return;
+	}
+	if (h) {
+		c->req = NULL;
+		h->conn = NULL;
+		if (retry) {
+			/* A stale keep-alive connection (see the rule at the top). */
+			h->retried = 1;
+			atomic_fetch_add(&c->pool->retries, 1);
+			open_for(h); /* a fresh one: c's slot was just given back */
+		} else {
+			finish(h, AYLA_HTTP_FAILED, why);
+		}
+	}
+	pump(ph);
+}
+
+/* ---- TLS ----
+ *
+ * lws 4.1.6 cannot start TLS on a raw client socket (it tries before the
+ * socket exists: "tls start fail"), so on a pooled connection TLS is done
+ * here with OpenSSL over memory BIOs, on the plain raw socket lws gives us.
+ * The checks are the ones lws makes for its own client connections, with
+ * the same SSL_CTX (the hub's, with the same CA store): the peer's
+ * certificate is verified (SSL_VERIFY_PEER) and must match the host name
+ * (X509_VERIFY_PARAM_set1_host, no partial wildcards) or, for a numeric
+ * host, its address (X509_VERIFY_PARAM_set1_ip_asc); SNI names the host.
+ * With verify off, nothing is checked (tests only, as ayla_io_tls_flags). */
+
+static int tls_start(struct pool_conn *c)
+{
+	struct pool_host *ph = c->ph;
+	ERR_clear_error();
+	if (!ph->ssl_ctx || !(c->ssl = SSL_new(ph->ssl_ctx)))
+		return -1;
+	BIO *r = BIO_new(BIO_s_mem()), *w = BIO_new(BIO_s_mem());
+	if (!r || !w) {
+		BIO_free(r);
+		BIO_free(w);
+		return -1;
+	}
+	SSL_set_bio(c->ssl, r, w); /* the SSL owns them now */
+	c->rbio = r;
+	c->wbio = w;
+	SSL_set_connect_state(c->ssl);
+	if (ph->verify) {
+		SSL_set_verify(c->ssl, SSL_VERIFY_PEER, NULL);
+		X509_VERIFY_PARAM *param = SSL_get0_param(c->ssl);
+		X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+		if (!X509_VERIFY_PARAM_set1_ip_asc(param, ph->name) &&
+		    !X509_VERIFY_PARAM_set1_host(param, ph->name, 0))
+			return -1;
+	} else {
+		SSL_set_verify(c->ssl, SSL_VERIFY_NONE, NULL);
+	}
+	unsigned char ip[16];
+	if (inet_pton(AF_INET, ph->name, ip) != 1 && inet_pton(AF_INET6, ph->name, ip) != 1)
+		SSL_set_tlsext_host_name(c->ssl, ph->name);
+	static const unsigned char alpn[] = "\x08http/1.1";
+	SSL_set_alpn_protos(c->ssl, alpn, sizeof alpn - 1);
+	ERR_clear_error();
+	int n = SSL_do_handshake(c->ssl);
+	if (n <= 0 && SSL_get_error(c->ssl, n) != SSL_ERROR_WANT_READ)
+		return -1;
+	lws_callback_on_writable(c->wsi); /* the ClientHello */
+	return 0;
+}
+
+/* Why the handshake failed, in the words lws' own connections use. */
+static void tls_failure(struct pool_conn *c, char *why, size_t len)
+{
+	long vr = c->ssl ? SSL_get_verify_result(c->ssl) : X509_V_OK;
+	if (c->ph->verify && vr != X509_V_OK) {
+		snprintf(why, len, "TLS: the certificate of %s was refused: %s", c->ph->name,
+			 X509_verify_cert_error_string(vr));
+		return;
+	}
+	char reason[160];
+	unsigned long e = ERR_get_error();
+	if (e)
+		ERR_error_string_n(e, reason, sizeof reason);
+	else
+		snprintf(reason, sizeof reason, "the server ended it");
+	snprintf(why, len, "cannot reach %s:%d: TLS handshake failed: %s", c->ph->name, c->ph->port,
+		 reason);
+	ERR_clear_error();
+}
+
+/* Sends whatever OpenSSL has produced, in one write. */
+static int tls_flush(struct pool_conn *c)
+{
+	size_t pending = BIO_ctrl_pending(c->wbio);
+	if (!pending)
+		return 0;
+	unsigned char *buf = malloc(LWS_PRE + pending);
+	if (!buf)
+		return -1;
+	int n = BIO_read(c->wbio, buf + LWS_PRE, (int)pending);
+	int w = n > 0 ? lws_write(c->wsi, buf + LWS_PRE, (size_t)n, LWS_WRITE_RAW) : 0;
+	free(buf);
+	return n > 0 && w < n ? -1 : 0;
+}
+
+static void conn_free(struct pool_conn *c)
+{
+	SSL_free(c->ssl); /* and its BIOs */
+	free(c);
+}
+
+/* Sends request bytes, through TLS when the connection has it. */
+static int conn_send(struct pool_conn *c, const unsigned char *data, size_t len)
+{
+	if (!c->ssl)
+		return lws_write(c->wsi, (unsigned char *)data, len, LWS_WRITE_RAW) < (int)len ? -1
+											       : 0;
+	ERR_clear_error();
+	if (SSL_write(c->ssl, data, (int)len) != (int)len) /* a memory BIO takes it all */
+		return -1;
+	return tls_flush(c);
+}
+
+/* Response bytes (decrypted, if TLS) for the connection. */
+static void plain_rx(struct pool_conn *c, const char *in, size_t len)
+{
+	if (c->state == CONN_DEAD || !len)
+		return;
+	if (!c->req || !c->written) { /* nothing was asked: a server's goodbye */
+		conn_retire(c);
+		pump(c->ph);
+		return;
+	}
+	size_t extra = 0;
+	c->got += len;
+	switch (feed(c, c->req, in, len, &extra)) {
+	case FEED_MORE:
+		break;
+	case FEED_DONE:
+		response_done(c, c->keep && !extra);
+		break;
+	case FEED_TOO_BIG: {
+		struct pool_host *ph = c->ph;
+		finish(c->req, AYLA_HTTP_FAILED, "the response is larger than max_response");
+		conn_retire(c);
+		pump(ph);
+		break;
+	}
+	case FEED_ERROR: {
+		struct pool_host *ph = c->ph;
+		finish(c->req, AYLA_HTTP_FAILED, "the server's answer is not valid HTTP/1.1");
+		conn_retire(c);
+		pump(ph);
+		break;
+	}
+	}
+}
+
+/* Received TLS records: the handshake, then decrypted response bytes.
+ * Returns -1 to close the connection. */
+static int tls_rx(struct pool_conn *c, const char *in, size_t len)
+{
+	if (BIO_write(c->rbio, in, (int)len) != (int)len)
+		return -1;
+	ERR_clear_error();
+	if (!c->tls_ready) {
+		int n = SSL_do_handshake(c->ssl);
+		if (n <= 0) {
+			int e = SSL_get_error(c->ssl, n);
+			if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+				char why[256];
+				tls_failure(c, why, sizeof why);
+				conn_failed(c, why);
+				return -1;
+			}
+			if (BIO_ctrl_pending(c->wbio))
+				lws_callback_on_writable(c->wsi);
+			return 0;
+		}
+		c->tls_ready = 1;
+		lws_callback_on_writable(c->wsi); /* the request, or the handshake's end */
+	}
+	char buf[16384];
+	while (1) {
+		int n = SSL_read(c->ssl, buf, sizeof buf);
+		if (n > 0) {
+			plain_rx(c, buf, (size_t)n);
+			continue;
+		}
+		int e = SSL_get_error(c->ssl, n);
+		if (e == SSL_ERROR_WANT_READ)
+			break;
+		ERR_clear_error();
+		return -1; /* the server's close_notify, or an error: closed below */
+	}
+	if (BIO_ctrl_pending(c->wbio))
+		lws_callback_on_writable(c->wsi);
+	return 0;
+}
+
+int ayla_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+		       size_t len)
+{
+	struct pool_conn *c = user;
+	(void)wsi;
+	if (!c)
+		return 0;
+
+	switch (reason) {
+	case LWS_CALLBACK_RAW_CONNECTED:
+		if (c->state != CONN_OPENING)
+			break;
+		c->state = CONN_BUSY;
+		if (c->ph->tls) {
+			if (tls_start(c)) {
+				char why[256];
+				tls_failure(c, why, sizeof why);
+				conn_failed(c, why);
+				return -1;
+			}
+			break;
+		}
+		c->tls_ready = 1;
+		if (c->req)
+			lws_callback_on_writable(wsi);
+		else
+			conn_release(c);
+		break;
+	case LWS_CALLBACK_RAW_WRITEABLE:
+		if (c->ssl && tls_flush(c)) {
+			conn_failed(c, "the connection closed before the response was complete");
+			return -1;
+		}
+		if (c->state == CONN_BUSY && c->tls_ready && !c->req) {
+			conn_release(c); /* its request went while TLS was starting */
+			break;
+		}
+		if (c->state != CONN_BUSY || !c->tls_ready || !c->req || c->written)
+			break;
+		c->written = 1;
+		if (write_request(c, c->req)) {
+			c->written = 0; /* nothing reliable went out */
+			conn_failed(c, "the connection closed before the response was complete");
+			return -1;
+		}
+		break;
+	case LWS_CALLBACK_RAW_RX:
+		if (c->ssl)
+			return tls_rx(c, in, len);
+		plain_rx(c, in, len);
+		break;
+	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR: {
+		char why[256];
+		snprintf(why, sizeof why, "cannot reach %s:%d: %.*s", c->ph->name, c->ph->port,
+			 (int)(in ? strnlen(in, 120) : 7), in ? (const char *)in : "unknown");
+		c->wsi = NULL;
+		conn_failed(c, why);
+		break;
+	}
+	case LWS_CALLBACK_RAW_CLOSE:
+		if (c->ssl && !c->tls_ready) {
+			char why[256];
+			tls_failure(c, why, sizeof why);
+			conn_failed(c, why);
+		} else {
+			conn_failed(c, "the connection closed before the response was complete");
+		}
+		c->wsi = NULL;
+		break;
+	case LWS_CALLBACK_WSI_DESTROY: {
+		/* the last callback of the connection */
+		if (c->state != CONN_DEAD || c->req)
+			conn_failed(c, "the connection closed before the response was complete");
+		c->wsi = NULL;
+		c->gone = 1;
+		if (c->in_connect)
+			break; /* conn_open frees it */
+		struct ayla_http_pool *pool = c->pool;
+		for (struct pool_conn **pp = &pool->conns; *pp; pp = &(*pp)->next)
+			if (*pp == c) {
+				*pp = c->next;
+				break;
+			}
+		conn_free(c);
+		break;
+	}
+	default:
+		break;
+	}
+	return 0;
+}
+
+/* ---- starting and cancelling ---- */
+
+static void timed_out(lws_sorted_usec_list_t *sul)
+{
+	struct ayla_http *h = lws_container_of(sul, struct ayla_http, sul_timeout);
+	char why[96];
+	snprintf(why, sizeof why, "no complete answer within %.1f s (timeout)", h->timeout);
+	struct pool_conn *c = h->conn;
+	struct pool_host *ph = h->ph;
+	finish(h, AYLA_HTTP_FAILED, why);
+	if (c) /* an answer may still be coming: the connection cannot be reused */
+		conn_retire(c);
+	if (ph)
+		pump(ph);
+}
+
+static struct pool_host *host_for(struct ayla_http_pool *pool, struct lws_vhost *vh,
+				  const struct ayla_http *h)
+{
+	for (struct pool_host *ph = pool->hosts; ph; ph = ph->next)
+		if (ph->vh == vh && ph->port == h->port && ph->tls == h->tls &&
+		    ph->verify == h->verify && !strcmp(ph->name, h->host))
+			return ph;
+	struct pool_host *ph = calloc(1, sizeof *ph);
+	if (!ph || !(ph->name = strdup(h->host))) {
+		free(ph);
+		return NULL;
+	}
+	ph->vh = vh;
+	ph->ssl_ctx = ayla_io_ssl_ctx(h->io, vh);
+	ph->port = h->port;
+	ph->tls = h->tls;
+	ph->verify = h->verify;
+	ph->next = pool->hosts;
+	pool->hosts = ph;
+	return ph;
 }
 
 struct start_call {
@@ -233,37 +1127,59 @@ struct start_call {
 	int ok;
 };
 
+/* I/O thread: finds the host's pool and gives h a connection, or queues it. */
+static int start_request(struct ayla_http *h, char *err, size_t errlen)
+{
+	struct lws_vhost *vh = ayla_io_vhost(h->io, h->ca_file, err, errlen);
+	if (!vh)
+		return -1;
+	struct ayla_http_pool *pool = ayla_io_http_pool(h->io);
+	h->ph = host_for(pool, vh, h);
+	if (!h->ph) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	atomic_fetch_add(&pool->requests, 1);
+	/* The timeout covers the wait for a connection and the name lookup too. */
+	lws_sul_schedule(ayla_io_context(h->io), 0, &h->sul_timeout, timed_out,
+			 (lws_usec_t)(h->timeout * LWS_USEC_PER_SEC));
+	if (h->ph->queue_tail)
+		h->ph->queue_tail->queue_next = h;
+	else
+		h->ph->queue = h;
+	h->ph->queue_tail = h;
+	h->queued = 1;
+	pump(h->ph);
+	return 0;
+}
+
 static void start_on_io(void *arg)
 {
 	struct start_call *call = arg;
-	struct ayla_http *h = call->h;
-	h->vh = ayla_io_vhost(h->io, h->ca_file, call->err, call->errlen);
-	if (!h->vh)
-		return;
-	call->ok = 1;
-	/* The timeout covers the name lookup too. */
-	lws_sul_schedule(ayla_io_context(h->io), 0, &h->sul_timeout, timed_out,
-			 (lws_usec_t)(h->timeout * LWS_USEC_PER_SEC));
-	char address[64];
-	struct ayla_resolver *r = ayla_io_resolver(h->io);
-	if (ayla_resolve_now(r, h->host, address, sizeof address)) {
-		connect_to(h, address);
-		return;
-	}
-	h->lookup = ayla_resolve(r, h->host, on_resolved, h); /* off this thread */
-	if (!h->lookup)
-		finish(h, AYLA_HTTP_FAILED, "out of memory");
+	call->ok = !start_request(call->h, call->err, call->errlen);
+}
+
+/* Posted (nobody waits): the CA setting's vhost exists already, so the only
+ * failure left is running out of memory, reported as the request's outcome. */
+static void start_posted(void *arg)
+{
+	struct ayla_http *h = arg;
+	char err[256];
+	if (start_request(h, err, sizeof err))
+		finish(h, AYLA_HTTP_FAILED, err);
 }
 
 static void cancel_on_io(void *arg)
 {
 	struct ayla_http *h = arg;
-	lws_sul_cancel(&h->sul_timeout);
-	ayla_lookup_cancel(h->lookup); /* its answer will not reach h */
-	h->lookup = NULL;
-	if (h->wsi) /* runs the connection's last callbacks right here */
-		lws_set_timeout(h->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
-	h->wsi = NULL;
+	if (h->state != AYLA_HTTP_PENDING)
+		return; /* finished meanwhile: nothing refers to it any more */
+	struct pool_conn *c = h->conn;
+	struct pool_host *ph = h->ph ? detach(h) : NULL;
+	if (c) /* a request half done: the connection cannot be reused */
+		conn_retire(c);
+	if (ph)
+		pump(ph);
 }
 
 static char *dup_or_null(const char *s)
@@ -288,9 +1204,21 @@ static void free_fields(struct ayla_http *h)
 	free(h);
 }
 
+/* Header values and the request line cannot carry line breaks. */
+static int has_line_break(const char *s)
+{
+	return s && strpbrk(s, "\r\n") != NULL;
+}
+
 struct ayla_http *ayla_http_start(struct ayla_io *io, const struct ayla_http_request *req,
 				  char *err, size_t errlen)
 {
+	if (has_line_break(req->method) || has_line_break(req->host) || has_line_break(req->path) ||
+	    has_line_break(req->authorization) || has_line_break(req->content_type) ||
+	    (req->path && strchr(req->path, ' ')) || (req->method && strchr(req->method, ' '))) {
+		snprintf(err, errlen, "a line break or space in the method, path or a header");
+		return NULL;
+	}
 	struct ayla_http *h = calloc(1, sizeof *h);
 	if (!h) {
 		snprintf(err, errlen, "out of memory");
@@ -300,7 +1228,7 @@ struct ayla_http *ayla_http_start(struct ayla_io *io, const struct ayla_http_req
 	ayla_cond_init(&h->cv);
 	h->method = dup_or_null(req->method ? req->method : "GET");
 	h->host = dup_or_null(req->host);
-	h->path = dup_or_null(req->path ? req->path : "/");
+	h->path = dup_or_null(req->path && req->path[0] ? req->path : "/");
 	h->authorization = dup_or_null(req->authorization);
 	h->content_type = dup_or_null(req->content_type);
 	h->ca_file = dup_or_null(req->ca_file);
@@ -325,6 +1253,13 @@ struct ayla_http *ayla_http_start(struct ayla_io *io, const struct ayla_http_req
 	}
 	h->io = io;
 	ayla_io_ref(io);
+	if (ayla_io_vhost_known(io, h->ca_file)) {
+		/* The common case: no need to wait for the I/O thread. Posts run
+		 * in order and before any later ayla_io_call (a cancel). */
+		ayla_io_post(io, start_posted, h);
+		return h;
+	}
+	/* A new CA setting: wait, so that an unreadable ca_file fails here. */
 	struct start_call call = {h, err, errlen, 0};
 	ayla_io_call(io, start_on_io, &call);
 	if (!call.ok) {
@@ -363,7 +1298,12 @@ void ayla_http_free(struct ayla_http *h)
 {
 	if (!h)
 		return;
-	ayla_io_call(h->io, cancel_on_io, h);
+	pthread_mutex_lock(&h->mu);
+	int pending = h->state == AYLA_HTTP_PENDING;
+	pthread_mutex_unlock(&h->mu);
+	/* A finished request is no longer known to the I/O thread (finish). */
+	if (pending)
+		ayla_io_call(h->io, cancel_on_io, h);
 	ayla_io_unref(h->io);
 	free_fields(h);
 }

@@ -1,7 +1,8 @@
 /*
  * Asynchronous HTTP/1.1 requests on the module's I/O thread (io.h), for the
- * Ayla REST services. Each request is its own libwebsockets client
- * connection with its own timeout; any number may be in flight. The caller
+ * Ayla REST services. Each request has its own timeout; any number may be in
+ * flight. Requests to the same host and port share a small pool of kept-alive
+ * connections (one request at a time on each; see http.c). The caller
  * polls or waits for completion; ayla_io_wait() wakes on any completion, so
  * one thread can wait for many requests.
  *
@@ -46,6 +47,21 @@ struct ayla_http_result {
 	const char *error;  /* FAILED: why */
 };
 
+/* The hub's connection pool, counted since the hub started. */
+struct ayla_http_stats {
+	unsigned long long requests;    /* started */
+	unsigned long long connections; /* opened (attempts) */
+	unsigned long long reused;      /* requests sent on a connection used before */
+	unsigned long long retries;     /* requests sent again after a stale connection */
+	unsigned open, idle;            /* connections now: open or opening, and idle */
+};
+
+struct ayla_http_pool;
+/* The hub's pool (io.c owns it): created with the hub, freed after the lws
+ * context is destroyed. */
+struct ayla_http_pool *ayla_http_pool_new(void);
+void ayla_http_pool_free(struct ayla_http_pool *pool);
+
 struct ayla_http;
 
 /* Starts a request (strings are copied). NULL with err set on failure. */
@@ -57,5 +73,9 @@ int ayla_http_wait(struct ayla_http *h, double seconds);
 void ayla_http_result(struct ayla_http *h, struct ayla_http_result *out);
 /* Cancels the request if it is still running and frees it. */
 void ayla_http_free(struct ayla_http *h);
+/* The hub the request runs on. */
+struct ayla_io *ayla_http_io(struct ayla_http *h);
+/* A snapshot of the counters of the hub's pool. Any thread. */
+void ayla_http_stats(struct ayla_io *io, struct ayla_http_stats *out);
 
 #endif

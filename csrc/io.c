@@ -1,6 +1,7 @@
 /* The module's I/O hub; see io.h. */
 #include "io.h"
 
+#include "http.h"
 #include "iothread.h"
 #include "resolve.h"
 #include "util.h"
@@ -40,7 +41,8 @@ struct ayla_io {
 	struct io_call *calls; /* order does not matter: each caller waits for its own */
 	struct io_call *posts, *posts_tail; /* in order; nobody waits for them */
 	struct ayla_resolver *resolver;
-	struct io_vhost *vhosts;     /* I/O thread only (and the final teardown) */
+	struct io_vhost *vhosts; /* written on the I/O thread under mu (and the teardown) */
+	struct ayla_http_pool *http_pool;
 	unsigned long long notified; /* under mu: count of ayla_io_notify calls */
 	unsigned vhost_count;
 };
@@ -174,9 +176,35 @@ struct lws_vhost *ayla_io_vhost(struct ayla_io *io, const char *ca_file, char *e
 		free(v);
 		return NULL;
 	}
+	pthread_mutex_lock(&io->mu); /* ayla_io_vhost_known reads the list from other threads */
 	v->next = io->vhosts;
 	io->vhosts = v;
+	pthread_mutex_unlock(&io->mu);
 	return v->vh;
+}
+
+SSL_CTX *ayla_io_ssl_ctx(struct ayla_io *io, const struct lws_vhost *vh)
+{
+	for (struct io_vhost *v = io->vhosts; v; v = v->next)
+		if (v->vh == vh)
+			return v->ssl_ctx;
+	return NULL;
+}
+
+int ayla_io_vhost_known(struct ayla_io *io, const char *ca_file)
+{
+	int known = 0;
+	pthread_mutex_lock(&io->mu);
+	for (struct io_vhost *v = io->vhosts; v && !known; v = v->next)
+		known = (!v->ca_file && !ca_file) ||
+			(v->ca_file && ca_file && !strcmp(v->ca_file, ca_file));
+	pthread_mutex_unlock(&io->mu);
+	return known;
+}
+
+struct ayla_http_pool *ayla_io_http_pool(struct ayla_io *io)
+{
+	return io->http_pool;
 }
 
 struct ayla_io *ayla_io_new(char *err, size_t errlen)
@@ -187,6 +215,12 @@ struct ayla_io *ayla_io_new(char *err, size_t errlen)
 		return NULL;
 	}
 	atomic_init(&io->refs, 1);
+	io->http_pool = ayla_http_pool_new();
+	if (!io->http_pool) {
+		snprintf(err, errlen, "out of memory");
+		free(io);
+		return NULL;
+	}
 	pthread_mutex_init(&io->mu, NULL);
 	ayla_cond_init(&io->cv);
 
@@ -200,6 +234,7 @@ struct ayla_io *ayla_io_new(char *err, size_t errlen)
 	struct lws_context *ctx = lws_create_context(&info);
 	if (!ctx) {
 		snprintf(err, errlen, "cannot create the libwebsockets context");
+		ayla_http_pool_free(io->http_pool);
 		pthread_cond_destroy(&io->cv);
 		pthread_mutex_destroy(&io->mu);
 		free(io);
@@ -211,6 +246,7 @@ struct ayla_io *ayla_io_new(char *err, size_t errlen)
 	io->thread.ctx = ctx;
 	if (!ayla_io_vhost(io, NULL, err, errlen)) {
 		lws_context_destroy(ctx);
+		ayla_http_pool_free(io->http_pool);
 		pthread_cond_destroy(&io->cv);
 		pthread_mutex_destroy(&io->mu);
 		free(io);
@@ -231,6 +267,7 @@ struct ayla_io *ayla_io_new(char *err, size_t errlen)
 			free(v->ca_file);
 			free(v);
 		}
+		ayla_http_pool_free(io->http_pool);
 		pthread_cond_destroy(&io->cv);
 		pthread_mutex_destroy(&io->mu);
 		free(io);
@@ -256,6 +293,8 @@ void ayla_io_unref(struct ayla_io *io)
 	ayla_iothread_stop(&io->thread);  /* joins, then destroys the context */
 	ayla_resolver_free(io->resolver); /* joins; a last answer may be posted */
 	run_posts(io);                    /* single-threaded now: owners are gone */
+	/* After the context: closing the idle connections called into the pool. */
+	ayla_http_pool_free(io->http_pool);
 	while (io->vhosts) {
 		struct io_vhost *v = io->vhosts;
 		io->vhosts = v->next;

@@ -49,6 +49,20 @@ struct ayla_resolver *ayla_io_resolver(struct ayla_io *io);
  * CA file cannot be loaded. */
 struct lws_vhost *ayla_io_vhost(struct ayla_io *io, const char *ca_file, char *err, size_t errlen);
 
+/* The OpenSSL client context (SSL_CTX) the hub made for the vhost vh, or
+ * NULL. I/O thread only. */
+struct ssl_ctx_st;
+struct ssl_ctx_st *ayla_io_ssl_ctx(struct ayla_io *io, const struct lws_vhost *vh);
+
+/* 1 if the vhost for ca_file exists already, so that ayla_io_vhost cannot
+ * fail for it. Any thread. */
+int ayla_io_vhost_known(struct ayla_io *io, const char *ca_file);
+
+/* The hub's pool of kept-alive HTTP connections (http.c). Its lists belong
+ * to the I/O thread; its counters may be read from any thread. */
+struct ayla_http_pool;
+struct ayla_http_pool *ayla_io_http_pool(struct ayla_io *io);
+
 /* Something finished on the I/O thread (a request, a queued event): wakes
  * every ayla_io_wait. Any thread. */
 void ayla_io_notify(struct ayla_io *io);

@@ -5,6 +5,15 @@ local scheduler = require "ayla.scheduler"
 
 local M = {}
 
+-- M.stats() -> { requests, connections, reused, retries, open, idle }: the
+-- counters of this Lua state's pool of kept-alive connections (csrc/http.c):
+-- requests started, connections opened, requests sent over a connection
+-- used before, requests sent again after a stale one (see http.c), and the
+-- connections open (or opening) and idle now.
+function M.stats()
+  return core._http_stats()
+end
+
 -- "https://host:port/base" -> { tls, host, port, prefix }
 function M.parse_base(url)
   local scheme, authority, prefix = url:match("^(https?)://([^/]+)(.*)$")
