@@ -92,6 +92,8 @@ static void replay_dir(const char *dir)
 	char **names = NULL;
 	size_t count = 0, cap = 0;
 	struct dirent *e;
+	/* one thread here; readdir_r is deprecated in glibc */
+	// cppcheck-suppress readdirCalled
 	while ((e = readdir(d))) {
 		if (e->d_name[0] == '.' || strncmp(e->d_name, "README", 6) == 0)
 			continue;

@@ -310,7 +310,9 @@ describe("ayla.journal, the edge cases a review found", function()
     local a = app_mod.new { log = function() end, journal = j, cloud = cloud }
     local got = {}
     for i, v in ipairs { "A", "B" } do
-      a:on("datapoint", { property = "input", name = "x" }, function(ev, ctx) got[i] = ctx:set(ev.dsn, "cmd", v) end)
+      a:on("datapoint", { property = "input", name = "x" }, function(ev, ctx)
+        got[i] = ctx:set(ev.dsn, "cmd", v)
+      end)
     end
     local ev = dp("AC000W000000001", "input", 1, "i1", 1)
     j:received("s", ev)

@@ -122,7 +122,7 @@ describe("ayla-rules", function()
     assert.matches("unknown event type 'datapionts'", out)
     for body, says in pairs {
       ['return { ["oem-model"] = "ledevb" }'] = "sets oem%-model, which is not an option",
-      ["return { memory = 64 }"] = "sets memory, which is not an option it can set %(give it on the command line",
+      ["return { memory = 64 }"] = "sets memory, which is not an option it can set %(give it on the",
       ['return { status = "x" }'] = "status must be a number",
     } do
       write(dir .. "/c.lua", body)
