@@ -129,6 +129,11 @@ function M.parse(argv)
     if not o.budget or o.budget < 1000 then return nil, "--budget takes a whole number of at least 1000" end
   end
   if o.journal and o.replay then return nil, "--journal is for live streams, not --replay" end
+  if o.replay then
+    local f, err = io.open(o.replay, "r")
+    if not f then return nil, "cannot read the --replay file: " .. err end
+    f:close()
+  end
   if not (o.url or o.region or o.cloud_url or o.replay) then o.sim = true end
   return o
 end
