@@ -414,3 +414,16 @@ describe("ayla.app against the simulator", function()
     assert.matches("rule pingpong disabled", msgs[#msgs])
   end)
 end)
+
+describe("ayla.app's streams", function()
+  it("takes events from anything with next(timeout), without stats (a replay, a test feed)", function()
+    local queue = { dp("D", "p", 1), dp("D", "p", 2) }
+    local feed = { next = function() return table.remove(queue, 1) end }
+    local a = app { streams = { feed } }
+    local seen = {}
+    a:on("datapoint", function(ev) seen[#seen + 1] = ev.value end)
+    a:step(0)
+    assert.same({ 1, 2 }, seen)
+    assert.equal(0, a:stats().dropped)
+  end)
+end)

@@ -563,7 +563,8 @@ function App:_check_drops(streams)
   self._drops_checked = now
   self._dropped_by = self._dropped_by or setmetatable({}, { __mode = "k" })
   for _, s in ipairs(streams) do
-    local n = s:stats().dropped or 0
+    local st = s.stats and s:stats() -- anything with next(timeout) may feed an app
+    local n = st and st.dropped or 0
     local before = self._dropped_by[s] or 0
     if n > before then
       self.log("warn", ("stream %s dropped %d events: its queue was full (the rules are slower than "
