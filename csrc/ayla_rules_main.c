@@ -10,6 +10,7 @@
 #include <lua.h>
 #include <lualib.h>
 
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -85,15 +86,38 @@ static void warn_off(void *ud, const char *msg, int tocont)
 	(void)ud, (void)msg, (void)tocont;
 }
 
+static int has_ayla(const char *dir)
+{
+	char probe[PATH_MAX + 32];
+	snprintf(probe, sizeof probe, "%s/ayla/init.lua", dir);
+	return access(probe, R_OK) == 0;
+}
+
 /* Where the ayla Lua files are: AYLA_LUA_DIR if set; else the source tree
- * this binary was built from while it exists (a development build), else
- * the directory they were installed to. */
+ * this binary was built from while it exists (a development build); else
+ * share/lua/5.4 beside the bin/ this program is in (a LuaRocks tree: the
+ * rock's build directory is gone by then); else where CMake installed them. */
 static void set_path(lua_State *L)
 {
+	char beside[PATH_MAX + 32] = "";
 	const char *dir = getenv("AYLA_LUA_DIR");
+	if (!dir && has_ayla(AYLA_SOURCE_LUA))
+		dir = AYLA_SOURCE_LUA;
+	if (!dir) {
+		char exe[PATH_MAX];
+		ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+		if (n > 0) {
+			exe[n] = '\0';
+			char *slash = strrchr(exe, '/'); /* .../bin/ayla-rules -> .../bin */
+			if (slash)
+				*slash = '\0';
+			snprintf(beside, sizeof beside, "%s/../share/lua/5.4", exe);
+			if (has_ayla(beside))
+				dir = beside;
+		}
+	}
 	if (!dir)
-		dir = access(AYLA_SOURCE_LUA "/ayla/init.lua", R_OK) == 0 ? AYLA_SOURCE_LUA
-									  : AYLA_INSTALL_LUA;
+		dir = AYLA_INSTALL_LUA;
 	lua_getglobal(L, "package");
 	lua_getfield(L, -1, "path");
 	lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", dir, dir, lua_tostring(L, -1));

@@ -69,8 +69,19 @@ static double number_option(const char *option, const char *text, double min, do
 {
 	double x;
 	if (ayla_parse_number(text, min, max, &x)) {
-		fprintf(stderr, "ayla-sim: --%s takes a number from %g to %g, not '%.40s'\n",
+		fprintf(stderr, "ayla-sim: --%s takes a number from %.15g to %.15g, not '%.40s'\n",
 			option, min, max, text);
+		exit(2);
+	}
+	return x;
+}
+
+/* The same for a count, a port or a seed: a whole number. */
+static double whole_option(const char *option, const char *text, double min, double max)
+{
+	double x = number_option(option, text, min, max);
+	if (x != (double)(long long)x) {
+		fprintf(stderr, "ayla-sim: --%s takes a whole number, not '%.40s'\n", option, text);
 		exit(2);
 	}
 	return x;
@@ -152,7 +163,7 @@ int main(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "p:k:s:i:lh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'p':
-			cfg.port = (int)number_option("port", optarg, 0, 65535);
+			cfg.port = (int)whole_option("port", optarg, 0, 65535);
 			break;
 		case 'H':
 			cfg.host = optarg;
@@ -164,7 +175,7 @@ int main(int argc, char **argv)
 			cfg.heartbeat_interval = number_option("heartbeat", optarg, 0.001, 86400);
 			break;
 		case 'm':
-			cfg.heartbeat_misses = (int)number_option("misses", optarg, 1, 1000);
+			cfg.heartbeat_misses = (int)whole_option("misses", optarg, 1, 1000);
 			break;
 		case 's':
 			cfg.scenario = optarg;
@@ -182,7 +193,7 @@ int main(int argc, char **argv)
 			cfg.key_file = optarg;
 			break;
 		case 'f':
-			flood = (long)number_option("flood", optarg, 0, 1e12);
+			flood = (long)whole_option("flood", optarg, 0, 1e12);
 			break;
 		case 'F':
 			cfg.fleet = optarg;
@@ -197,7 +208,7 @@ int main(int argc, char **argv)
 			cfg.behaviour_interval = number_option("behave", optarg, 0, 86400);
 			break;
 		case 'S':
-			cfg.seed = (unsigned long)number_option("seed", optarg, 0, 4294967295.0);
+			cfg.seed = (unsigned long)whole_option("seed", optarg, 0, 4294967295.0);
 			break;
 		case 'h':
 			usage(stdout);
@@ -207,7 +218,12 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (optind < argc || !cfg.cert_file != !cfg.key_file || cfg.heartbeat_interval <= 0) {
+	if (!cfg.cert_file != !cfg.key_file) {
+		fprintf(stderr,
+			"ayla-sim: --cert and --tls-key go together (a certificate and its key)\n");
+		return 2;
+	}
+	if (optind < argc || cfg.heartbeat_interval <= 0) {
 		usage(stderr);
 		return 2;
 	}

@@ -1,5 +1,6 @@
 -- ayla-rules as a program: options, the sandbox and its escapes, budgets and
 -- the memory cap, hot reload, signals, recording, JSON logs.
+local ayla = require "ayla"
 local cjson = require "cjson"
 
 local function rules_bin() return H.build .. "/ayla-rules" end
@@ -11,8 +12,9 @@ local function write(path, text)
 end
 
 -- Runs ayla-rules to completion; returns its output and whether it exited 0.
-local function run(args)
-  local p = io.popen(("TZ=UTC %s %s 2>&1"):format(rules_bin(), args))
+local function run(args, env)
+  local p = io.popen(("env -u AYLA_EMAIL -u AYLA_PASSWORD -u AYLA_APP_ID -u AYLA_APP_SECRET %s "
+    .. "TZ=UTC %s %s 2>&1"):format(env or "", rules_bin(), args))
   local out = p:read("a")
   return out, p:close()
 end
@@ -114,6 +116,26 @@ describe("ayla-rules", function()
     assert.equal(2, code)
     assert.matches("missing%.lua did not load: ", out)
     assert.is_nil(out:find("stream .* is open"), "it stopped before connecting")
+  end)
+
+  it("exits 2 for an unknown region or missing credentials, 3 for a refused sign-in", function()
+    local out, _, _, code = run("--region eu examples/rules/button_led.lua")
+    assert.equal(2, code)
+    assert.matches("unknown Ayla region/deployment 'eu/dev'", out)
+    out, _, _, code = run("--region us --deployment field examples/rules/button_led.lua")
+    assert.equal(2, code)
+    assert.matches("not set: AYLA_EMAIL, AYLA_PASSWORD, AYLA_APP_ID, AYLA_APP_SECRET", out)
+    local sim = assert(ayla.sim {})
+    local env = "AYLA_EMAIL=demo@ayla-sim.local AYLA_APP_ID=ayla-sim-app AYLA_APP_SECRET=ayla-sim-secret"
+    out, _, _, code = run(("--cloud-url %s examples/rules/button_led.lua"):format(sim:http_url()), env)
+    assert.equal(2, code)
+    assert.matches("not set: AYLA_PASSWORD", out)
+    out, _, _, code = run(("--cloud-url %s examples/rules/button_led.lua"):format(sim:http_url()),
+      env .. " AYLA_PASSWORD=wrong-password")
+    assert.equal(3, code)
+    assert.matches("cannot connect: .*401", out)
+    assert.is_nil(out:find("wrong%-password"), "no password in the log")
+    sim:stop()
   end)
 
   it("refuses a bad --subscribe type and a config that sets what it cannot, with exit 2", function()

@@ -18,8 +18,10 @@ check() {
 		cd / && lua5.4 -e 'local a = require "ayla"; assert(a.sim and a.stream and a.cloud and a.app)
 			print("rock: require \"ayla\" works: " .. a._VERSION)'
 	)
-	AYLA_LUA_DIR="$t/share/lua/5.4" TZ=UTC "$t/bin/ayla-rules" \
-		--replay "$here/examples/replay/button_led.jsonl" "$here/examples/rules/button_led.lua" |
+	# No AYLA_LUA_DIR, no LUA_PATH: the program finds its Lua files by itself (for the packed
+	# rock, whose build directory is gone, in share/lua/5.4 beside its bin/).
+	(cd / && env -u LUA_PATH -u LUA_PATH_5_4 -u AYLA_LUA_DIR TZ=UTC "$t/bin/ayla-rules" \
+		--replay "$here/examples/replay/button_led.jsonl" "$here/examples/rules/button_led.lua") |
 		grep -q "replayed 4 events"
 	"$t/bin/ayla-sim" --help | grep -q "usage: ayla-sim"
 	echo "rock: installed ayla-rules and ayla-sim work from the $what tree"

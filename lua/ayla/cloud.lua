@@ -488,6 +488,7 @@ function Cloud:subscribe(fields)
     types = types + 1
   end
   check(types == 1 or f.client_type == "mobile", 2, "a cloud subscription takes one subscription_type")
+  f.property_name = f.property_name or "*" -- required by the service (PROTOCOL.md)
   f.name = f.name or ("ayla " .. f.subscription_type)
   local t, err = self:_call("stream", "POST", "/api/v1/subscriptions.json", encode(f))
   if not t then return nil, err end

@@ -7,6 +7,7 @@ local app_mod = require "ayla.app"
 local cjson = require "cjson.safe"
 local core = require "ayla.core"
 local journal = require "ayla.journal"
+local regions = require "ayla.regions"
 local scheduler = require "ayla.scheduler"
 
 local M = {}
@@ -708,6 +709,24 @@ function M.start_timers(runner)
   return not runner.load_failed
 end
 
+-- What makes a cloud connection impossible before trying: an unknown
+-- region or deployment, missing credentials. Returns the reason, or nil.
+function M.check_cloud_settings(o)
+  if not (o.region or o.cloud_url) then return nil end
+  if o.region then
+    local ok, err = regions.resolve(o.region, o.deployment)
+    if not ok then return err end
+  end
+  local missing = {}
+  for _, name in ipairs { "AYLA_EMAIL", "AYLA_PASSWORD", "AYLA_APP_ID", "AYLA_APP_SECRET" } do
+    if (os.getenv(name) or "") == "" then missing[#missing + 1] = name end
+  end
+  if #missing > 0 then
+    return "cannot sign in: the credentials come from AYLA_EMAIL, AYLA_PASSWORD, AYLA_APP_ID and "
+      .. "AYLA_APP_SECRET; not set: " .. table.concat(missing, ", ")
+  end
+end
+
 -- Exit codes: 1 for a connection or runtime failure (worth restarting), 3
 -- for a refused sign-in (restarting would count toward Ayla's lockout).
 local function connect_failed(runner, err)
@@ -751,6 +770,11 @@ function M.main(argv, host)
     runner.app.id = j:app_id() -- its earlier writes are still its own
   end
   if not M.start_timers(runner) then return 2 end
+  local unusable = M.check_cloud_settings(o)
+  if unusable then -- mistakes no restart can fix
+    runner.log("error", "cannot connect: " .. unusable)
+    return 2
+  end
   local streams, cerr = connect(runner)
   if not streams then return connect_failed(runner, cerr) end
   runner.streams = streams
