@@ -13,9 +13,9 @@
  * queued requests' fate to the first one's, and its error paths on a
  * shared connection are hard to control. Instead each pooled connection is
  * an lws raw client socket (method "RAW"), and this file writes the requests
- * and parses the responses (status line, headers, Content-Length, chunked,
- * or up to the close). lws 4.1.6 cannot start TLS on a raw client socket,
- * so TLS is done here with the hub's SSL_CTX and the checks lws makes (see
+ * and reads the responses with http_parse.c (status line, headers,
+ * Content-Length, chunked, or up to the close). lws 4.1.6 cannot start TLS
+ * on a raw client socket, so TLS is done here with the hub's SSL_CTX and the checks lws makes (see
  * tls_start).
  *
  * Retry rule for a stale keep-alive connection (the server closed an idle
@@ -33,12 +33,12 @@
  */
 #include "http.h"
 
+#include "http_parse.h"
 #include "io.h"
 #include "resolve.h"
 #include "util.h"
 
 #include <arpa/inet.h>
-#include <ctype.h>
 #include <libwebsockets.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -49,12 +49,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
-#define POOL_PER_HOST     6     /* connections per host, busy or idle */
-#define POOL_IDLE_SECONDS 30    /* an idle connection is closed after this */
-#define HEAD_MAX          16384 /* bytes of a response's status line and headers */
+#define POOL_PER_HOST     6  /* connections per host, busy or idle */
+#define POOL_IDLE_SECONDS 30 /* an idle connection is closed after this */
 
 struct pool_host;
 struct pool_conn;
@@ -94,16 +92,6 @@ enum conn_state {
 	CONN_DEAD
 };
 
-enum resp_phase {
-	R_HEAD,       /* status line and headers */
-	R_BODY_LEN,   /* `left` bytes of body */
-	R_BODY_CLOSE, /* body up to the close */
-	R_CHUNK_SIZE, /* a chunk-size line */
-	R_CHUNK_DATA, /* `left` bytes of a chunk */
-	R_CHUNK_END,  /* the CRLF after a chunk */
-	R_TRAILER,    /* trailer lines up to an empty one */
-};
-
 struct pool_conn {
 	/* first, as for every wsi's userdata: the hub would write a TLS refusal
 	 * here, though lws does no TLS on these raw sockets */
@@ -121,17 +109,13 @@ struct pool_conn {
 	int written; /* the request is on the wire */
 	SSL *ssl;    /* TLS, done here (see tls_start) */
 	BIO *rbio, *wbio;
-	int tls_ready; /* the handshake is done (or plain) */
+	int tls_ready;    /* the handshake is done (or plain) */
+	int close_notify; /* the server ended TLS properly */
 	lws_sorted_usec_list_t sul_idle;
 
 	/* the response being read */
-	enum resp_phase phase;
 	size_t got; /* bytes received for this request */
-	unsigned long long left;
-	int keep;    /* reusable after this response */
-	int chunked; /* the body is chunked */
-	char line[HEAD_MAX];
-	size_t line_len;
+	struct http_parser parser;
 };
 
 struct pool_host {
@@ -324,14 +308,10 @@ static void idle_over(lws_sorted_usec_list_t *sul)
 	pump(ph);
 }
 
-static void reset_response(struct pool_conn *c)
+static void reset_response(struct pool_conn *c, const struct ayla_http *h)
 {
-	c->phase = R_HEAD;
+	http_parse_init(&c->parser, !strcmp(h->method, "HEAD"));
 	c->got = 0;
-	c->left = 0;
-	c->keep = 0;
-	c->chunked = 0;
-	c->line_len = 0;
 	c->written = 0;
 }
 
@@ -342,7 +322,7 @@ static void conn_assign(struct pool_conn *c, struct ayla_http *h)
 	lws_sul_cancel(&c->sul_idle);
 	if (c->state != CONN_OPENING)
 		c->state = CONN_BUSY;
-	reset_response(c);
+	reset_response(c, h);
 	c->req = h;
 	h->conn = c;
 	if (c->uses++)
@@ -547,221 +527,11 @@ fail:
 	return -1;
 }
 
-/* ---- reading a response ---- */
+/* ---- reading a response (the parser is http_parse.c) ---- */
 
-/* The value of a header line "name: value" if its name is `name`. */
-static const char *header_value(const char *line, const char *name)
+static int body_to_request(void *ud, const char *data, size_t len)
 {
-	size_t n = strlen(name);
-	if (strncasecmp(line, name, n) || line[n] != ':')
-		return NULL;
-	line += n + 1;
-	while (*line == ' ' || *line == '\t')
-		line++;
-	return line;
-}
-
-static int has_token(const char *value, const char *token)
-{
-	size_t n = strlen(token);
-	for (const char *p = value; *p;) {
-		while (*p == ' ' || *p == '\t' || *p == ',')
-			p++;
-		if (!strncasecmp(p, token, n) &&
-		    (!p[n] || p[n] == ',' || p[n] == ' ' || p[n] == '\t' || p[n] == ';'))
-			return 1;
-		while (*p && *p != ',')
-			p++;
-	}
-	return 0;
-}
-
-/* Parses the status line and headers in c->line (NUL-terminated, lines ended
- * by CRLF or LF). Returns 0, 1 for an interim (1xx) response to skip, or -1. */
-static int parse_head(struct pool_conn *c, struct ayla_http *h)
-{
-	char *save = NULL, *line = strtok_r(c->line, "\r\n", &save);
-	/* "HTTP/1.x SSS reason" */
-	if (!line || strncmp(line, "HTTP/1.", 7) || !isdigit((unsigned char)line[7]) ||
-	    line[8] != ' ' || !isdigit((unsigned char)line[9]) ||
-	    !isdigit((unsigned char)line[10]) || !isdigit((unsigned char)line[11]) ||
-	    (line[12] && line[12] != ' '))
-		return -1;
-	unsigned minor = (unsigned)(line[7] - '0');
-	unsigned status =
-		(unsigned)((line[9] - '0') * 100 + (line[10] - '0') * 10 + (line[11] - '0'));
-	if (status < 100)
-		return -1;
-	if (status < 200)
-		return 1;
-	int have_length = 0, close = minor == 0;
-	unsigned long long length = 0;
-	c->chunked = 0;
-	while ((line = strtok_r(NULL, "\r\n", &save))) {
-		const char *v;
-		if ((v = header_value(line, "content-length"))) {
-			char *end;
-			unsigned long long n = strtoull(v, &end, 10);
-			if (end == v || (have_length && n != length))
-				return -1;
-			length = n;
-			have_length = 1;
-		} else if ((v = header_value(line, "transfer-encoding"))) {
-			c->chunked = has_token(v, "chunked");
-			if (!c->chunked)
-				close = 1; /* an encoding we do not know: read to the close */
-		} else if ((v = header_value(line, "connection"))) {
-			if (has_token(v, "close"))
-				close = 1;
-		} else if ((v = header_value(line, "retry-after"))) {
-			char *rest;
-			double n = strtod(v, &rest);
-			h->retry_after = rest != v && n >= 0 ? n : 1; /* an HTTP date: wait a bit */
-		}
-	}
-	h->status = status;
-	c->keep = !close;
-	if (!strcmp(h->method, "HEAD") || status == 204 || status == 304) {
-		c->phase = R_BODY_LEN;
-		c->left = 0;
-	} else if (c->chunked) {
-		c->phase = R_CHUNK_SIZE;
-	} else if (have_length) {
-		c->phase = R_BODY_LEN;
-		c->left = length;
-	} else {
-		c->phase = R_BODY_CLOSE;
-		c->keep = 0;
-	}
-	return 0;
-}
-
-/* Collects one line into c->line; returns 1 when it is complete (without its
- * line end), 0 for more, -1 if too long. Consumes from *data. */
-static int take_line(struct pool_conn *c, const char **data, size_t *len, int until_blank)
-{
-	while (*len) {
-		char ch = **data;
-		(*data)++;
-		(*len)--;
-		if (c->line_len + 1 >= sizeof c->line)
-			return -1;
-		c->line[c->line_len++] = ch;
-		c->line[c->line_len] = '\0';
-		if (ch != '\n')
-			continue;
-		if (!until_blank)
-			return 1;
-		/* the head ends with an empty line */
-		if (c->line_len == 1 || (c->line_len >= 2 && c->line[c->line_len - 2] == '\n') ||
-		    (c->line_len >= 3 && !memcmp(c->line + c->line_len - 3, "\n\r\n", 3)) ||
-		    (c->line_len == 2 && c->line[0] == '\r'))
-			return 1;
-	}
-	return 0;
-}
-
-enum feed_result {
-	FEED_MORE,
-	FEED_DONE,
-	FEED_ERROR,
-	FEED_TOO_BIG
-};
-
-/* Feeds received bytes to the response parser. On FEED_DONE, *extra says
- * how many bytes followed the response. */
-static enum feed_result feed(struct pool_conn *c, struct ayla_http *h, const char *data, size_t len,
-			     size_t *extra)
-{
-	while (1) {
-		switch (c->phase) {
-		case R_HEAD: {
-			int r = take_line(c, &data, &len, 1);
-			if (r < 0)
-				return FEED_ERROR;
-			if (!r)
-				return FEED_MORE;
-			if (c->line_len <= 2) { /* blank lines before a status line */
-				c->line_len = 0;
-				continue;
-			}
-			r = parse_head(c, h);
-			c->line_len = 0;
-			if (r < 0)
-				return FEED_ERROR;
-			if (r == 1) /* 1xx: the real answer follows */
-				continue;
-			break;
-		}
-		case R_BODY_LEN: {
-			size_t n = len < c->left ? len : (size_t)c->left;
-			if (n && append(h, data, n))
-				return FEED_TOO_BIG;
-			data += n;
-			len -= n;
-			c->left -= n;
-			if (!c->left) {
-				*extra = len;
-				return FEED_DONE;
-			}
-			return FEED_MORE;
-		}
-		case R_BODY_CLOSE:
-			if (len && append(h, data, len))
-				return FEED_TOO_BIG;
-			return FEED_MORE;
-		case R_CHUNK_SIZE: {
-			int r = take_line(c, &data, &len, 0);
-			if (r < 0)
-				return FEED_ERROR;
-			if (!r)
-				return FEED_MORE;
-			char *end;
-			c->left = strtoull(c->line, &end, 16);
-			if (end == c->line)
-				return FEED_ERROR;
-			c->line_len = 0;
-			c->phase = c->left ? R_CHUNK_DATA : R_TRAILER;
-			break;
-		}
-		case R_CHUNK_DATA: {
-			size_t n = len < c->left ? len : (size_t)c->left;
-			if (n && append(h, data, n))
-				return FEED_TOO_BIG;
-			data += n;
-			len -= n;
-			c->left -= n;
-			if (c->left)
-				return FEED_MORE;
-			c->phase = R_CHUNK_END;
-			break;
-		}
-		case R_CHUNK_END: {
-			int r = take_line(c, &data, &len, 0);
-			if (r < 0 || (r && c->line_len > 2))
-				return FEED_ERROR;
-			if (!r)
-				return FEED_MORE;
-			c->line_len = 0;
-			c->phase = R_CHUNK_SIZE;
-			break;
-		}
-		case R_TRAILER: {
-			int r = take_line(c, &data, &len, 0);
-			if (r < 0)
-				return FEED_ERROR;
-			if (!r)
-				return FEED_MORE;
-			int blank = c->line_len <= 2;
-			c->line_len = 0;
-			if (blank) {
-				*extra = len;
-				return FEED_DONE;
-			}
-			break;
-		}
-		}
-	}
+	return append(ud, data, len);
 }
 
 /* The request on c is answered: hand the answer over, then reuse or close c. */
@@ -770,6 +540,8 @@ static void response_done(struct pool_conn *c, int reusable)
 	struct ayla_http *h = c->req;
 	struct pool_host *ph = c->ph;
 	int ok = h->resp || !append(h, "", 0);
+	h->status = c->parser.status;
+	h->retry_after = c->parser.retry_after;
 	/* The connection's fate first, so that the pool's counters are up to
 	 * date when the request's owner wakes. */
 	c->req = NULL;
@@ -790,9 +562,18 @@ static void conn_failed(struct pool_conn *c, const char *why)
 	int retry = h && was_reused && !c->got && !h->retried &&
 		    (is_idempotent(h->method) || !c->written);
 	conn_retire(c);
-	if (h && c->phase == R_BODY_CLOSE) { /* the close ends this body */
-		response_done(c, 0);
-		return;
+	if (h && c->parser.framing == HTTP_FRAMING_CLOSE && c->parser.head_done) {
+		/* The close ends this body, unless TLS ended without close_notify:
+		 * then the body may have been cut short by an attacker. */
+		if (!c->ssl || c->close_notify) {
+			if (http_parse_close(&c->parser) == HTTP_PARSE_DONE) {
+				response_done(c, 0);
+				return;
+			}
+		} else {
+			why = "the TLS connection closed without close_notify: the response may be "
+			      "truncated";
+		}
 	}
 	if (h) {
 		c->req = NULL;
@@ -923,22 +704,26 @@ static void plain_rx(struct pool_conn *c, const char *in, size_t len)
 		pump(c->ph);
 		return;
 	}
-	size_t extra = 0;
+	size_t used = 0;
 	c->got += len;
-	switch (feed(c, c->req, in, len, &extra)) {
-	case FEED_MORE:
+	switch (http_parse_feed(&c->parser, in, len, &used, body_to_request, c->req)) {
+	case HTTP_PARSE_MORE:
 		break;
-	case FEED_DONE:
-		response_done(c, c->keep && !extra);
+	case HTTP_PARSE_DONE:
+		/* Reused only if nothing follows the response and all of the request
+		 * went out: the rest of a request answered early would otherwise
+		 * reach the server as the start of the next one. */
+		response_done(c, c->parser.keep && used == len && c->wsi &&
+					 !lws_partial_buffered(c->wsi));
 		break;
-	case FEED_TOO_BIG: {
+	case HTTP_PARSE_STOPPED: {
 		struct pool_host *ph = c->ph;
 		finish(c->req, AYLA_HTTP_FAILED, "the response is larger than max_response");
 		conn_retire(c);
 		pump(ph);
 		break;
 	}
-	case FEED_ERROR: {
+	case HTTP_PARSE_ERROR: {
 		struct pool_host *ph = c->ph;
 		finish(c->req, AYLA_HTTP_FAILED, "the server's answer is not valid HTTP/1.1");
 		conn_retire(c);
@@ -982,6 +767,8 @@ static int tls_rx(struct pool_conn *c, const char *in, size_t len)
 		int e = SSL_get_error(c->ssl, n);
 		if (e == SSL_ERROR_WANT_READ)
 			break;
+		if (e == SSL_ERROR_ZERO_RETURN)
+			c->close_notify = 1;
 		ERR_clear_error();
 		return -1; /* the server's close_notify, or an error: closed below */
 	}
@@ -1286,10 +1073,12 @@ void ayla_http_result(struct ayla_http *h, struct ayla_http_result *out)
 {
 	pthread_mutex_lock(&h->mu);
 	out->state = h->state;
-	out->status = h->status;
+	/* written by the I/O thread before the state, not under mu */
+	int over = h->state != AYLA_HTTP_PENDING;
+	out->status = over ? h->status : 0;
 	out->body = h->state == AYLA_HTTP_DONE ? h->resp : NULL;
 	out->body_len = h->state == AYLA_HTTP_DONE ? h->resp_len : 0;
-	out->retry_after = h->retry_after;
+	out->retry_after = over ? h->retry_after : -1;
 	out->error = h->state == AYLA_HTTP_FAILED ? h->error : NULL;
 	pthread_mutex_unlock(&h->mu);
 }

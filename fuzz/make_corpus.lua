@@ -1,8 +1,11 @@
--- Writes the seed corpus of the fuzz targets: fuzz/corpus/{frame,event}/.
+-- Writes the seed corpus of the fuzz targets: fuzz/corpus/{frame,event,http}/.
 --   lua5.4 fuzz/make_corpus.lua      (from the repository root)
--- Every input is one raw DSS message, as the WebSocket delivers it: the five
--- documented events, heartbeats, and one file per malformed class we know
--- (the simulator's garble kinds of csrc/sim.c, and what lua-cjson may meet).
+-- For frame and event every input is one raw DSS message, as the WebSocket
+-- delivers it: the five documented events, heartbeats, and one file per
+-- malformed class we know (the simulator's garble kinds of csrc/sim.c, and
+-- what lua-cjson may meet). For http every input is what a server sends on a
+-- pooled connection (csrc/http_parse.c): valid responses of each framing and
+-- one file per malformed class.
 -- The files are committed; rerun this after changing it and commit the result.
 
 local function read_seeds()
@@ -110,3 +113,69 @@ for k, v in pairs(common) do event[k] = v end
 for k, v in pairs(event_only) do event[k] = v end
 write_dir("fuzz/corpus/frame", common)
 write_dir("fuzz/corpus/event", event)
+
+-- HTTP/1.1 responses (fuzz_http): the end of the input is the server's close.
+local function resp(status_line, headers, body)
+  return status_line .. "\r\n" .. table.concat(headers, "\r\n")
+    .. (#headers > 0 and "\r\n" or "") .. "\r\n" .. (body or "")
+end
+local json = '{"datapoint":{"value":1}}'
+local cl = "Content-Length: " .. #json
+local te = "Transfer-Encoding: chunked"
+local http = {
+  ["ok-200-length"] = resp("HTTP/1.1 200 OK", { "Content-Type: application/json", cl }, json),
+  ["ok-204"] = resp("HTTP/1.1 204 No Content", {}),
+  ["ok-304"] = resp("HTTP/1.1 304 Not Modified", { "ETag: \"x\"" }),
+  ["ok-401"] = resp("HTTP/1.1 401 Unauthorized", { "Content-Length: 40" },
+    '{"error":"Your access token is invalid"}'),
+  ["ok-429-retry-after"] = resp("HTTP/1.1 429 Too Many Requests",
+    { "Retry-After: 30", "Content-Length: 0" }),
+  ["ok-503-retry-after-date"] = resp("HTTP/1.1 503 Service Unavailable",
+    { "Retry-After: Wed, 21 Oct 2015 07:28:00 GMT", "Content-Length: 2" }, "{}"),
+  ["ok-chunked-ext-trailers"] = resp("HTTP/1.1 200 OK", { te },
+    "5;name=\"v\"\r\nhello\r\n6 ; x\r\n world\r\nA\r\n0123456789\r\n0\r\nX-Trailer: 1\r\n\r\n"),
+  ["ok-chunked-empty"] = resp("HTTP/1.1 200 OK", { te }, "0\r\n\r\n"),
+  ["ok-length-0"] = resp("HTTP/1.1 200 OK", { "Content-Length: 0" }),
+  ["ok-http10-to-close"] = resp("HTTP/1.0 200 OK", { "Content-Type: text/plain" }, "read to the close"),
+  ["ok-http10-length"] = resp("HTTP/1.0 200 OK", { "Content-Length: 2" }, "ok"),
+  ["ok-connection-close"] = resp("HTTP/1.1 200 OK", { "Connection: close", cl }, json),
+  ["ok-continue-then-200"] = resp("HTTP/1.1 100 Continue", {})
+    .. resp("HTTP/1.1 200 OK", { cl }, json),
+  ["ok-bare-lf"] = "HTTP/1.1 200 OK\nContent-Length: 2\n\nok",
+  ["ok-no-reason"] = resp("HTTP/1.1 200", { "Content-Length: 2" }, "ok"),
+  ["ok-length-list"] = resp("HTTP/1.1 200 OK", { "Content-Length: 2, 2" }, "ok"),
+  ["ok-obs-fold"] = resp("HTTP/1.1 200 OK", { "X-A: a", " b", "Connection: keep-alive,", "\tclose",
+    "Content-Length: 2" }, "ok"),
+  ["extra-bytes-after-body"] = resp("HTTP/1.1 200 OK", { "Content-Length: 2" }, "okHTTP/1.1 200 OK\r\n"),
+  ["two-responses"] = resp("HTTP/1.1 200 OK", { "Content-Length: 2" }, "ok")
+    .. resp("HTTP/1.1 200 OK", { "Content-Length: 2" }, "ok"),
+  ["no-content-with-body"] = resp("HTTP/1.1 204 No Content", { "Content-Length: 5" }, "hello"),
+  ["not-modified-chunked"] = resp("HTTP/1.1 304 Not Modified", { te }, "5\r\nhello\r\n0\r\n\r\n"),
+  ["chunk-size-huge"] = resp("HTTP/1.1 200 OK", { te }, "ffffffffffffffffffff\r\nabc"),
+  ["chunk-size-15-digits"] = resp("HTTP/1.1 200 OK", { te }, "fffffffffffffff\r\nabc"),
+  ["chunk-size-negative"] = resp("HTTP/1.1 200 OK", { te }, "-1\r\nabc"),
+  ["chunk-size-0x"] = resp("HTTP/1.1 200 OK", { te }, "0x5\r\nhello\r\n0\r\n\r\n"),
+  ["chunk-end-not-crlf"] = resp("HTTP/1.1 200 OK", { te }, "5\r\nhelloXY0\r\n\r\n"),
+  ["chunk-cut"] = resp("HTTP/1.1 200 OK", { te }, "a\r\nhello"),
+  ["length-negative"] = resp("HTTP/1.1 200 OK", { "Content-Length: -1" }, "abc"),
+  ["length-overflow"] = resp("HTTP/1.1 200 OK", { "Content-Length: 18446744073709551617" }, "abc"),
+  ["length-garbage"] = resp("HTTP/1.1 200 OK", { "Content-Length: 2abc" }, "ok"),
+  ["length-conflict"] = resp("HTTP/1.1 200 OK", { "Content-Length: 2", "Content-Length: 3" }, "okk"),
+  ["length-cut"] = resp("HTTP/1.1 200 OK", { "Content-Length: 100" }, "short"),
+  ["length-and-chunked"] = resp("HTTP/1.1 200 OK", { "Content-Length: 3", te },
+    "2\r\nok\r\n0\r\n\r\n"),
+  ["chunked-not-last"] = resp("HTTP/1.1 200 OK", { "Transfer-Encoding: chunked, gzip" },
+    "2\r\nok\r\n0\r\n\r\n"),
+  ["space-before-colon"] = resp("HTTP/1.1 200 OK", { "Content-Length : 2" }, "ok"),
+  ["fold-after-status"] = resp("HTTP/1.1 200 OK", { " Content-Length: 2" }, "ok"),
+  ["missing-crlf"] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n",
+  ["bare-cr"] = "HTTP/1.1 200 OK\rContent-Length: 2\r\n\r\nok",
+  ["nul-in-head"] = resp("HTTP/1.1 200 OK", { "X: a\0", te, "Content-Length: 2" }, "ok"),
+  ["nul-in-body"] = resp("HTTP/1.1 200 OK", { "Content-Length: 3" }, "a\0b"),
+  ["status-bad"] = resp("HTTP/1.1 2x0 OK", { "Content-Length: 0" }),
+  ["status-099"] = resp("HTTP/1.1 099 Low", {}),
+  ["status-http2"] = resp("HTTP/2 200 OK", {}),
+  ["blank-lines-first"] = "\r\n\n" .. resp("HTTP/1.1 200 OK", { "Content-Length: 2" }, "ok"),
+  ["empty"] = "",
+}
+write_dir("fuzz/corpus/http", http)

@@ -4,15 +4,15 @@
 # any target crashes or breaks an invariant. Called by ./dev fuzz.
 #   fuzz/run.sh [SECONDS]
 # Environment: FUZZ_CC (default clang), FUZZ_OUT (default build-fuzz-clang),
-# FUZZ_TARGETS (default "frame event"), FUZZ_CORPUS_DIR (a directory holding
-# frame/ and event/ to start from instead of fuzz/corpus, e.g. to show that a
+# FUZZ_TARGETS (default "frame event http"), FUZZ_CORPUS_DIR (a directory holding
+# frame/, event/ and http/ to start from instead of fuzz/corpus, e.g. to show that a
 # planted bug is found from the seeds alone).
 set -eu
 cd "$(dirname "$0")/.."
 seconds=${1:-30}
 cc=${FUZZ_CC:-clang}
 out=${FUZZ_OUT:-build-fuzz-clang}
-targets=${FUZZ_TARGETS:-frame event}
+targets=${FUZZ_TARGETS:-frame event http}
 corpus_from=${FUZZ_CORPUS_DIR:-fuzz/corpus}
 src=$(pwd)
 
@@ -26,6 +26,8 @@ $cc $flags -o "$out/fuzz_frame" fuzz/fuzz_frame.c csrc/frame.c
 $cc $flags $(pkg-config --cflags lua5.4) -DAYLA_FUZZ_LUA_COVERAGE \
 	-DAYLA_SOURCE_DIR="\"$src\"" -o "$out/fuzz_event" \
 	fuzz/fuzz_event.c csrc/frame.c csrc/queue.c $(pkg-config --libs lua5.4)
+# shellcheck disable=SC2086
+$cc $flags -o "$out/fuzz_http" fuzz/fuzz_http.c csrc/http_parse.c -lm
 
 total_runs=0
 crashes=0
@@ -33,6 +35,7 @@ for t in $targets; do
 	case $t in
 	frame) max_len=4096 ;;
 	event) max_len=8192 ;; # room for nesting past lua-cjson's depth limit
+	http) max_len=20000 ;; # room for a head past HTTP_HEAD_MAX (16384)
 	*) echo "fuzz: unknown target $t" >&2 && exit 2 ;;
 	esac
 	# A scratch copy: what a run discovers never lands in the committed corpus.
@@ -60,7 +63,7 @@ for t in $targets; do
 	found=$(find "$out/crashes-$t" -type f | sort)
 	if [ "$status" -ne 0 ] || [ -n "$found" ]; then
 		crashes=$((crashes + 1))
-		grep -E 'ERROR|invariant broken|raised|SUMMARY|fuzz_event:|fuzz_frame:' "$log" | head -n 10 >&2
+		grep -E 'ERROR|invariant broken|raised|SUMMARY|fuzz_event:|fuzz_frame:|fuzz_http:' "$log" | head -n 10 >&2
 		for f in $found; do
 			echo "fuzz: $t: crash input: $f" >&2
 		done
