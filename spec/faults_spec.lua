@@ -16,6 +16,10 @@
 local ayla = require "ayla"
 local core = require "ayla.core"
 
+-- Under valgrind (tools/valgrind_specs.sh) the programs start far slower:
+-- give the runner's --duration room.
+local SLOW = os.getenv("AYLA_UNDER_VALGRIND") and 10 or 1
+
 local LED = "AC000W000000001" -- an Online dev kit of the demo fleet
 local FAST = { backoff = { min = 0.05, max = 0.2 } }
 
@@ -246,8 +250,8 @@ describe("socket drop, seen from ayla-rules: the runner logs the loss and the re
     local f = assert(io.open(dir .. "/r.lua", "w"))
     f:write('on("datapoint", { name = "rec" }, function(ev) log("got %s", ev.datapoint.id) end)\n')
     f:close()
-    local output, stop = start_rules(("--url %s --key %s --duration 6 --status 0 %s/r.lua")
-      :format(sim:url(), sim:key(), dir), dir .. "/out.txt")
+    local output, stop = start_rules(("--url %s --key %s --duration %g --status 0 %s/r.lua")
+      :format(sim:url(), sim:key(), 6 * SLOW, dir), dir .. "/out.txt")
     finally(function()
       stop()
       H.rmdir(dir)
@@ -569,8 +573,8 @@ describe("401 key: the stream ends in state 'refused' with a message that says w
     local f = assert(io.open(dir .. "/r.lua", "w"))
     f:write('on("*", { name = "any" }, function(ev) log("got %s", ev.type) end)\n')
     f:close()
-    local out = run_rules(("--url %s --key %s --duration 1.5 --status 0 %s/r.lua")
-      :format(sim:url(), KEY, dir))
+    local out = run_rules(("--url %s --key %s --duration %g --status 0 %s/r.lua")
+      :format(sim:url(), KEY, 1.5 * SLOW, dir))
     assert.matches("error  stream ws://127%.0%.0%.1:%d+/stream is refused: stream key refused by "
       .. "the server %(HTTP 401%)", out)
     assert.is_nil(out:find("WRONGKEY-0123", 1, true), out)
@@ -673,8 +677,8 @@ describe("TLS failure: a server certificate that is not trusted keeps the stream
     local f = assert(io.open(d .. "/r.lua", "w"))
     f:write('on("*", { name = "any" }, function(ev) log("got %s", ev.type) end)\n')
     f:close()
-    local out = run_rules(("--url %s --key %s --duration 1.5 --status 0 %s/r.lua")
-      :format(sim:url(), sim:key(), d))
+    local out = run_rules(("--url %s --key %s --duration %g --status 0 %s/r.lua")
+      :format(sim:url(), sim:key(), 1.5 * SLOW, d))
     assert.matches("error  stream wss://127%.0%.0%.1:%d+/stream is backoff: TLS: the certificate "
       .. "of 127%.0%.0%.1 was refused: self.signed certificate %(give ca_file", out)
     assert.is_nil(out:find(sim:key(), 1, true), out)
