@@ -18,7 +18,7 @@ local core = require "ayla.core"
 
 -- Under valgrind (tools/valgrind_specs.sh) the programs start far slower:
 -- give the runner's --duration room.
-local SLOW = os.getenv("AYLA_UNDER_VALGRIND") and 10 or 1
+local SLOW = os.getenv("AYLA_UNDER_VALGRIND") and 8 or 1
 
 local LED = "AC000W000000001" -- an Online dev kit of the demo fleet
 local FAST = { backoff = { min = 0.05, max = 0.2 } }
@@ -267,7 +267,7 @@ describe("socket drop, seen from ayla-rules: the runner logs the loss and the re
     local out = H.wait_until(function()
       local text = output()
       return text:find("status events") and text
-    end, 15)
+    end, 6 * SLOW + 15) -- the runner's --duration, then its last status line
     assert(out, output())
     assert.matches("error  stream ws://127%.0%.0%.1:%d+/stream is backoff: connection to "
       .. "127%.0%.0%.1:%d+ lost; reconnecting", out)

@@ -72,5 +72,35 @@ function H.rmdir(dir)
   if dir and dir:match("^/tmp/") then os.execute("rm -rf '" .. dir .. "'") end
 end
 
+-- Starts a small Python server for protocol corner cases: writes `script`
+-- to DIR/toy.py and runs `python3 DIR/toy.py DIR/port ARGS...`; the script
+-- writes the port it listens on to that file. Returns the port. H.stop_toy
+-- ends it (call it in a finally).
+function H.start_toy(dir, script, args)
+  local f = assert(io.open(dir .. "/toy.py", "w"))
+  f:write(script)
+  f:close()
+  assert(H.sh(("python3 '%s/toy.py' '%s/port' %s >/dev/null 2>&1 & echo $! > '%s/pid'")
+    :format(dir, dir, args or "", dir)))
+  local port = H.wait_until(function()
+    local p = io.open(dir .. "/port")
+    local n = p and p:read("n")
+    if p then p:close() end
+    return n
+  end, 10)
+  assert(port, "the toy server did not start")
+  return math.tointeger(port)
+end
+
+function H.stop_toy(dir)
+  local f = io.open(dir .. "/pid")
+  if f then
+    local pid = f:read("n")
+    f:close()
+    if pid then os.execute("kill " .. math.tointeger(pid) .. " 2>/dev/null") end
+  end
+  H.rmdir(dir)
+end
+
 _G.H = H
 return H

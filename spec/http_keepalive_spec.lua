@@ -182,30 +182,8 @@ describe("HTTP keep-alive", function()
   it("a stale connection: an idempotent request is sent again once, a written POST is not",
     function()
     local dir = H.tmpdir()
-    local pidfile = dir .. "/pid"
-    finally(function()
-      local f = io.open(pidfile)
-      if f then
-        local pid = f:read("n")
-        f:close()
-        if pid then os.execute("kill " .. math.tointeger(pid) .. " 2>/dev/null") end
-      end
-      H.rmdir(dir)
-    end)
-    local f = assert(io.open(dir .. "/toy.py", "w"))
-    f:write(TOY)
-    f:close()
-    assert(H.sh(("python3 '%s/toy.py' '%s/port' '%s/log' >/dev/null 2>&1 & echo $! > '%s'")
-      :format(dir, dir, dir, pidfile)))
-    assert(H.wait_until(function()
-      local p = io.open(dir .. "/port")
-      local ok = p and p:read("n")
-      if p then p:close() end
-      return ok
-    end, 10), "the toy server did not start")
-    local pf = assert(io.open(dir .. "/port"))
-    local port = math.tointeger(pf:read("n"))
-    pf:close()
+    finally(function() H.stop_toy(dir) end)
+    local port = H.start_toy(dir, TOY, ("'%s/log'"):format(dir))
     local t = { host = "127.0.0.1", port = port, tls = false, path = "/a" }
     local before = pool()
     local status, body = request(t)

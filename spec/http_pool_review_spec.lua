@@ -77,33 +77,9 @@ while True:
 ]]
 
 local function start_toy(dir, tls)
-  local f = assert(io.open(dir .. "/toy.py", "w"))
-  f:write(TOY)
-  f:close()
-  local args = tls and ("'%s/c.pem' '%s/k.pem'"):format(dir, dir) or ""
-  assert(H.sh(("python3 '%s/toy.py' '%s/port' %s >/dev/null 2>&1 & echo $! > '%s/pid'")
-    :format(dir, dir, args, dir)))
-  assert(H.wait_until(function()
-    local p = io.open(dir .. "/port")
-    local ok = p and p:read("n")
-    if p then p:close() end
-    return ok
-  end, 10), "the toy server did not start")
-  local pf = assert(io.open(dir .. "/port"))
-  local port = math.tointeger(pf:read("n"))
-  pf:close()
-  return port
+  return H.start_toy(dir, TOY, tls and ("'%s/c.pem' '%s/k.pem'"):format(dir, dir) or "")
 end
-
-local function stop_toy(dir)
-  local f = io.open(dir .. "/pid")
-  if f then
-    local pid = f:read("n")
-    f:close()
-    if pid then os.execute("kill " .. math.tointeger(pid) .. " 2>/dev/null") end
-  end
-  H.rmdir(dir)
-end
+local stop_toy = H.stop_toy
 
 describe("HTTP pool review", function()
   -- lws 4.1 delivers the answer only once the buffered request has gone out
