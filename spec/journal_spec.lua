@@ -345,6 +345,28 @@ describe("ayla.journal, the edge cases a review found", function()
     assert.is_truthy(next(a.rules[2].holds))
   end)
 
+  it("hands a restarted app the datapoint ids it saw: a resend under a new seq is a duplicate", function()
+    local j = assert(journal.open(dir .. "/j"))
+    local first = dp("D", "p", 1, "dp-a", 1)
+    j:received("s", first)
+    j:finished(first)
+    j:close()
+    local again = assert(journal.open(dir .. "/j"))
+    local a = app_mod.new { log = function() end, journal = again }
+    for _, t in ipairs(again:seen_datapoints(a._seen_size)) do a:_seen_before(t[1], t[2]) end
+    local n = 0
+    a:on("datapoint", function() n = n + 1 end)
+    local resent = dp("D", "p", 1, "dp-a", 9) -- the same datapoint, renumbered
+    assert.is_true(again:received("s", resent))
+    a:dispatch(resent)
+    local ack = dp("D", "p", 1, "dp-a", 10) -- its ack is not a duplicate
+    ack.type = "datapointack"
+    a:dispatch(ack)
+    assert.equal(0, n)
+    assert.equal(1, a:stats().duplicates)
+    again:close()
+  end)
+
   it("turns deduplication off with dedupe = 0 and refuses a bad value", function()
     local a = app_mod.new { log = function() end, dedupe = 0 }
     local n = 0

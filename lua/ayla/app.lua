@@ -381,9 +381,14 @@ function App:_duplicate(ev)
   local dp = ev.datapoint
   local id = type(dp) == "table" and dp.id
   if type(id) ~= "string" then return false end
+  return self:_seen_before(ev.type or "?", id)
+end
+
+-- True if (kind, id) is in the window; puts it there otherwise. (Also how a
+-- restarted runner hands the app the ids its journal saw.)
+function App:_seen_before(kind, id)
   local size = self._seen_size
   if size == 0 then return false end
-  local kind = ev.type or "?"
   local ids = self._seen[kind]
   if not ids then
     ids = {}

@@ -36,11 +36,13 @@ local function check(cond, level, fmt, ...)
   if not cond then error(fmt:format(...), level + 1) end
 end
 
--- What tells one event from another under the same seq: the datapoint id,
--- else the raw text's length and the event's time.
+-- What tells one event from another under the same seq: its type and
+-- datapoint id ("datapoint:ID"), else the raw text's length and the time.
 local function fingerprint(ev, raw)
   local dp = ev.datapoint
-  if type(dp) == "table" and type(dp.id) == "string" then return dp.id end
+  if type(dp) == "table" and type(dp.id) == "string" then
+    return ("%s:%s"):format(tostring(ev.type), dp.id)
+  end
   return ("%d@%s"):format(#raw, tostring(ev.time))
 end
 
@@ -217,6 +219,22 @@ end
 -- earlier run's writes are still recognised as the app's own.
 function Journal:app_id()
   return self.st.app
+end
+
+-- The datapoints (and acks) of the recent events the journal knows, as
+-- { type, id } pairs, at most `limit` (the newest): for the app's duplicate
+-- window, so a datapoint resent under a new seq after a restart is still
+-- known.
+function Journal:seen_datapoints(limit)
+  local out = {}
+  for _, per in pairs(self.st.seen) do
+    local list = per.list
+    for i = math.max(1, #list - limit + 1), #list do
+      local kind, id = tostring(per.set[list[i]] or ""):match("^(datapoint%a*):(.+)$")
+      if kind then out[#out + 1] = { kind, id } end
+    end
+  end
+  return out
 end
 
 -- The subscriptions recorded by an earlier run: { { id =, type =, scope = }, ... }.

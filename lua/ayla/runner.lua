@@ -768,6 +768,9 @@ function M.main(argv, host)
     end
     runner.journal, runner.app.journal = j, j
     runner.app.id = j:app_id() -- its earlier writes are still its own
+    for _, t in ipairs(j:seen_datapoints(runner.app._seen_size)) do -- and resends still resends
+      runner.app:_seen_before(t[1], t[2])
+    end
   end
   if not M.start_timers(runner) then return 2 end
   local unusable = M.check_cloud_settings(o)
