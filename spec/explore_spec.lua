@@ -32,7 +32,7 @@ describe("ayla.explore", function()
   it("starts the simulator and connects a signed-in cloud and an open stream", function()
     local x <close> = assert(ayla.explore { sim = { behaviour_interval = 0 }, out = function() end })
     assert.equal("open", x.stream:status())
-    assert.matches("signed in", tostring(x.cloud))
+    assert.matches("^ayla%.Cloud us/dev demo@ayla%-sim%.local %(signed in, ", tostring(x.cloud))
     assert.matches("^ayla%.Explorer: the built%-in simulator at http://127%.0%.0%.1:%d+, 10 devices, "
       .. "stream open$", tostring(x))
     assert.matches("^ayla%.Sim ", tostring(x.sim))
@@ -124,11 +124,22 @@ describe("ayla.explore", function()
   end)
 
   it("prints the queued events, then the live ones until the time is up", function()
-    local x <close>, lines = quiet { scenario = "examples/scenarios/seed.jsonl", event_interval = 0.3 }
-    -- the scenario starts once the stream is open: 5 events, 0.3 s apart
-    local n = x:tail(nil, 3)
-    assert.equal(5, n)
+    local x <close>, lines = quiet { scenario = "examples/scenarios/seed.jsonl" }
+    assert(queued(x, 5)) -- the scenario's 5 events, once the stream is open
+    -- the filter sends one more event when it sees the first: a live one
+    local sent = false
+    local n = x:tail(function()
+      if not sent then
+        sent = true
+        assert(x.sim:emit { metadata = { event_type = "datapoint", dsn = "LIVE", property_name = "n",
+                                         base_type = "integer", oem_model = "m" },
+                            datapoint = { value = 1 } })
+      end
+      return true
+    end, 3)
+    assert.equal(6, n)
     for i, l in ipairs(lines) do assert.matches("^#" .. i .. " ", l) end
+    assert.matches("^#6 datapoint m/LIVE n = 1", lines[6])
     assert.equal(0, x:tail(0.1)) -- a number alone is the seconds; nothing new came
   end)
 
@@ -144,6 +155,87 @@ describe("ayla.explore", function()
     assert.equal("(5 earlier events not shown)", lines[1])
     assert.matches("^#6 datapoint m/D1 n = 6", lines[2])
     assert.matches("^#25 ", lines[21])
+  end)
+
+  it("needs a change seen during the tail for from/to; type '*' is any type", function()
+    local x <close>, lines = quiet()
+    assert(x:set("AC000W000000001", "input", 1))
+    assert(queued(x, 1))
+    -- the first value of a property is only remembered: no change seen yet
+    assert.equal(0, x:tail({ property = "input", to = 1 }, 0.1))
+    assert(x:set("AC000W000000001", "input", 2))
+    assert(x:set("AC000W000000001", "input", 1))
+    assert(queued(x, 3))
+    assert.equal(1, x:tail({ property = "input", to = 1 }, 0.1)) -- 2 -> 1
+    assert.matches(" input = 1 ", lines[1])
+    assert(x:set("AC000W000000001", "input", 3))
+    assert(x:set("PL000W000000001", "power", 1, { wait_ack = 5 }))
+    assert(queued(x, 6))
+    assert.equal(3, x:tail({ type = "*" }, 0.1))
+    assert.equal(0, x:tail({ type = { "*" }, dsn = "NOPE" }, 0.1))
+  end)
+
+  it("keeps each value on one line and cuts long ones on a character", function()
+    local x <close>, lines = quiet()
+    assert(x:set("AC000W000000001", "cmd", "line one\nline two\tend"))
+    assert(queued(x, 1))
+    assert.equal(1, x:tail("cmd", 0.1))
+    assert.equal(1, #lines)
+    assert.matches([[cmd = "line one\nline two\9end"]], lines[1], 1, true) -- a tab as %q writes it
+    clear(lines)
+    assert(x:set("AC000W000000001", "cmd", ("é"):rep(60)))
+    assert(queued(x, 2))
+    assert.equal(1, x:tail("cmd", 0.1))
+    assert.truthy(utf8.len(lines[1]), lines[1])
+    clear(lines)
+    x:twin("AC000W000000001")
+    for _, l in ipairs(lines) do
+      assert.truthy(utf8.len(l), l)
+      if l:find("^cmd ") then assert.matches(' "' .. ("é"):rep(37) .. '%.%.%." ', l) end
+    end
+  end)
+
+  it("prints a JSON null device field as - (and null in tostring)", function()
+    local dir = H.tmpdir()
+    local f = assert(io.open(dir .. "/fleet.json", "w"))
+    f:write([[{ "oem_id": "abcd1234", "devices": [
+      { "dsn": "X1", "oem_model": "m", "product_name": null, "connection_status": "Online",
+        "properties": [ { "name": "note", "base_type": "string", "direction": "input", "value": null } ] }
+    ] }]])
+    f:close()
+    local x <close>, lines = quiet { fleet = dir .. "/fleet.json" }
+    local list = assert(x:devices())
+    H.rmdir(dir)
+    assert.equal("X1   m      -             Online", lines[2])
+    assert.equal("X1 m null Online", tostring(list[1]))
+    clear(lines)
+    x:twin("X1")
+    assert.matches("^note +string +input +null", lines[2])
+  end)
+
+  it("shows the last 20 queued matches of several streams in time order", function()
+    local sim <close> = assert(ayla.sim { behaviour_interval = 0 })
+    local lines = {}
+    local x <close> = assert(ayla.explore(sim:cloud_options { out = function(l) lines[#lines + 1] = l end }))
+    local function at(i) return ("2026-01-01T00:00:%02dZ"):format(i) end
+    for i = 1, 15 do -- datapoints at even seconds (2..30), then connectivity at odd ones
+      assert(sim:emit { metadata = { event_type = "datapoint", dsn = "D1", property_name = "n",
+                                     base_type = "integer", oem_model = "m" },
+                        datapoint = { value = i, created_at = at(2 * i), updated_at = at(2 * i) } })
+    end
+    for i = 1, 15 do
+      assert(sim:emit { metadata = { event_type = "connectivity", dsn = "D1", oem_model = "m" },
+                        connection = { status = "Online", event_time = at(2 * i + 1) } })
+    end
+    assert(H.wait_until(function()
+      local st = x:stats().streams
+      return st[1].events >= 15 and st[3].events >= 15
+    end, 10))
+    assert.equal(20, x:tail("D1", 0.1))
+    assert.equal("(10 earlier events not shown)", lines[1])
+    local times = {}
+    for i = 2, 21 do times[#times + 1] = lines[i]:match(" at (%S+)$") end
+    for i = 1, 20 do assert.equal(at(i + 11), times[i], table.concat(lines, "\n")) end
   end)
 
   it("prints stats readably and keeps them plain tables of counters", function()
@@ -167,6 +259,9 @@ describe("ayla.explore", function()
     assert.matches("^ayla%.StreamStats%.events_by_type: datapoint=1 datapointack=1$",
       tostring(x.stream:stats().events_by_type))
     assert.equal("ayla.StreamStats.malformed: all 0", tostring(x.stream:stats().malformed))
+    local counters = require("ayla.event").counters("T", { "a" }) -- floats: plain digits
+    assert.equal("T: a=0 big=123456 ms=1234.5 small=0.012",
+      tostring(setmetatable({ a = 0, big = 123456.0, ms = 1234.5, small = 0.012 }, counters)))
     assert.equal(#lines, 2)
   end)
 
@@ -193,9 +288,27 @@ describe("ayla.explore", function()
       local y <close> = quiet()
       assert.equal("open", y.stream:status())
     end
-    quiet() -- dropped without a close
+    -- dropped without a close: the collector closes the stream and stops the simulator
+    local function dropped()
+      local z = quiet()
+      return z.stream, z.sim
+    end
+    local stream, zsim = dropped()
     collectgarbage()
     collectgarbage()
+    assert.equal("closed", (stream:status()))
+    assert.equal("ayla.Sim (stopped)", tostring(zsim))
+  end)
+
+  it("says when its simulator was stopped from outside", function()
+    local x <close> = quiet()
+    x.sim:stop()
+    assert.equal("ayla.Explorer: the built-in simulator (simulator stopped), 10 devices, stream "
+      .. x.stream:status(), tostring(x))
+    local st = x:stats()
+    assert.is_nil(st.sim)
+    assert.is_true(st.sim_stopped)
+    assert.matches("\nayla%.Sim %(simulator stopped%)$", tostring(st))
   end)
 
   it("returns nil and a message for outside failures", function()
@@ -228,6 +341,30 @@ describe("ayla.explore", function()
     assert.error_matches(function() x:tail { bogus = 1 } end, "unknown filter 'bogus'")
     assert.error_matches(function() x:tail { rate = { max = 1, per = 1 } } end, "for rules")
     assert.error_matches(function() x.devices({}) end, "expected an ayla.Explorer")
+    -- raised at the caller's level
+    local ok, err = pcall(function() ayla.explore { sim = { bogus = 1 } } end)
+    assert.is_false(ok)
+    assert.matches("^spec/explore_spec%.lua:%d+: unknown option 'bogus' for ayla%.sim$", err)
+  end)
+
+  it("checks subscribe before any subscription, and leaves none behind on a failure", function()
+    local sim <close> = assert(ayla.sim { behaviour_interval = 0 })
+    local function explore(extra) return ayla.explore(sim:cloud_options(extra)) end
+    local ok, err = pcall(function() explore { subscribe = "" } end)
+    assert.is_false(ok)
+    assert.matches("^spec/explore_spec%.lua:%d+: option 'subscribe' names no event type", err)
+    assert.error_matches(function() explore { subscribe = "datapoint,bogus" } end,
+      "option 'subscribe': unknown event type 'bogus'")
+    local other = assert(ayla.cloud(sim:cloud_options()))
+    assert.same({}, assert(other:subscriptions()))
+    -- an error raised once the subscriptions were made: they are deleted, then it goes on
+    local Cloud = getmetatable(other).__index
+    local devices = Cloud.devices
+    Cloud.devices = function() error("boom", 0) end
+    local ok2, err2 = pcall(explore, {})
+    Cloud.devices = devices
+    assert.same({ false, "boom" }, { ok2, err2 })
+    assert.same({}, assert(other:subscriptions()))
   end)
 
   it("against a cloud (here the simulator's REST), subscribes and tails those streams", function()
@@ -273,17 +410,29 @@ describe("ayla.help", function()
 
   it("prints each topic, with examples of its calls", function()
     for topic, call in pairs { explore = "x:tail(", stream = "s:next(", events = "ev.dsn",
-                               cloud = "cloud:set(", app = "app:on(", sim = "sim:cloud_options()" } do
+                               cloud = "cloud:set(", app = "app:on(", sim = "sim:cloud_options()",
+                               scheduler = "sched:spawn(", overview = "ayla.explore()",
+                               Explore = "x:tail(" } do
       printed = {}
       ayla.help(topic)
       assert.matches(call, table.concat(printed, "\n"), 1, true)
     end
   end)
 
+  it("names the calls a reader looks for", function()
+    for _, topic in ipairs { "overview", "cloud", "app", "sim" } do ayla.help(topic) end
+    local text = table.concat(printed, "\n")
+    for _, call in ipairs { "ayla.regions", "ayla.scheduler()", "cloud:sign_out()", "app:cancel(",
+                            "app:remove(", "sim:flood(", "sim:rest_fault(", "sim:expire_tokens()",
+                            "sim:url()", "sim:key()", "sign_ins, refreshes, replays, retries" } do
+      assert.matches(call, text, 1, true)
+    end
+  end)
+
   it("lists the topics for an unknown one, and raises for a non-string", function()
     ayla.help("nope")
-    assert.equal('No help on "nope". Topics: explore, stream, events, cloud, app, sim '
-      .. '(ayla.help("stream"), ...)', printed[1])
+    assert.equal('No help on "nope". Topics: overview, explore, stream, events, cloud, app, scheduler, '
+      .. 'sim (ayla.help("stream"), ...)', printed[1])
     assert.error_matches(function() ayla.help(42) end, "expects a topic name")
   end)
 end)

@@ -1,6 +1,7 @@
 -- A real `lua5.4 -i` in a terminal (tmux), driven by keystrokes: the
 -- explorer's tables, the twin, a write and the event it causes, stats, Ctrl-C
--- in a tail, and never a "table: 0x" or a secret on the screen.
+-- in a tail and in a loop of tails, and never a "table: 0x" or a secret on
+-- the screen.
 -- Set AYLA_TTY_SCREEN=FILE to keep the last screen.
 
 local function shell_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
@@ -176,7 +177,29 @@ describe("lua5.4 -i in a terminal", function()
       return n > before and idle
     end, 10)
     assert(ok, "Ctrl-C did not stop the tail:\n" .. screen)
-    assert.matches("%(tail stopped%)\n0\n>$", screen)
+    -- the tail says so, then ends the line with the interrupt (no traceback)
+    assert.matches("%(tail stopped%)\ninterrupted!\n>$", screen)
+    assert.equal("open", run([[x.stream:status()]]))
+
+    -- In a loop: the first Ctrl-C ends the whole line, so that no second one
+    -- (which the stock interpreter does not catch) is needed.
+    before = prompts(t.screen())
+    t.keys([[for i = 1, 3 do print("tail " .. i) print(x:tail("nothing", 30)) end]])
+    t.key("Enter")
+    screen, ok = t.wait(function(s) return s:find("\ntail 1$") ~= nil end)
+    assert(ok, "the tails did not start:\n" .. screen)
+    t.key("C-c")
+    screen, ok = t.wait(function(s)
+      local n, idle = prompts(s)
+      return n > before and idle
+    end, 10)
+    assert(ok, "Ctrl-C did not end the loop:\n" .. screen)
+    assert.matches("\ntail 1\n[^\n]*%(tail stopped%)\ninterrupted!\n>$", screen)
+    H.sleep(0.5) -- the interpreter is still there, the loop did not go on
+    screen = t.screen()
+    assert.is_nil(screen:find("\ntail 2", 1, true), screen)
+    assert.matches("\n>$", screen)
+    assert.equal("0", run([[x:tail("nothing", 0.2)]])) -- a new tail works
     assert.equal("open", run([[x.stream:status()]]))
 
     -- Secrets, read into a file so that they never show on the screen.

@@ -260,8 +260,14 @@ end
 local Device = { __name = "ayla.Device" }
 Device.__index = Device
 function Device:__tostring()
-  return ("%s %s %q %s"):format(self.dsn, self.oem_model, tostring(self.product_name),
-    tostring(self.connection_status))
+  local function text(v) -- a JSON null (or a missing field) as null
+    if v == nil or v == cjson.null then return "null" end
+    return tostring(v)
+  end
+  local name = self.product_name
+  name = (name == nil or name == cjson.null) and "null" or ("%q"):format(tostring(name))
+  return ("%s %s %s %s"):format(text(self.dsn), text(self.oem_model), name,
+    text(self.connection_status))
 end
 
 local Property = { __name = "ayla.Property" }

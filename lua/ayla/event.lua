@@ -171,7 +171,9 @@ local function counter_text(k, v)
   elseif type(v) == "string" then
     return ("%s=%s"):format(k, v:find("[%s=]") and ("%q"):format(v) or v)
   elseif mtype(v) == "float" then
-    return ("%s=%.3g"):format(k, v)
+    -- plain digits (no exponent), at most 3 decimals: 123456, 1234.5, 0.012
+    local plain = ("%.3f"):format(v):gsub("0+$", ""):gsub("%.$", "")
+    return ("%s=%s"):format(k, plain)
   end
   return ("%s=%s"):format(k, tostring(v))
 end

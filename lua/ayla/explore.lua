@@ -52,13 +52,45 @@ local function columns(self, header, rows)
   for _, row in ipairs(rows) do say(self, line(row)) end
 end
 
-local function shown(v)
-  if type(v) == "string" then
-    if #v > 40 then v = v:sub(1, 37) .. "..." end
-    return ("%q"):format(v)
+-- Control characters as escapes, so that a value stays on its line.
+local ESCAPES = { ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
+local function escape(s, quote)
+  return (s:gsub(quote and '[%c"\\]' or "%c", function(c)
+    return ESCAPES[c] or (c:byte() < 32 or c:byte() == 127) and ("\\%03d"):format(c:byte())
+      or "\\" .. c
+  end))
+end
+
+-- A string cut to `max` characters (on a UTF-8 boundary when it is UTF-8).
+local function cut(s, max)
+  local n = utf8.len(s)
+  if n then
+    if n <= max then return s end
+    return s:sub(1, utf8.offset(s, max - 2) - 1) .. "..."
   end
+  return #s <= max and s or s:sub(1, max - 3) .. "..."
+end
+
+-- A string with each byte that is not part of a UTF-8 character as "?" (a
+-- character cut short by a truncation, or text in another encoding).
+local function valid_utf8(s)
+  while true do
+    local n, bad = utf8.len(s)
+    if n then return s end
+    s = s:sub(1, bad - 1) .. "?" .. s:sub(bad + 1)
+  end
+end
+
+local function shown(v)
+  if type(v) == "string" then return '"' .. escape(cut(v, 40), true) .. '"' end
   if v == nil or v == null then return "null" end
   return tostring(v)
+end
+
+-- A device field: "-" for a missing or JSON null one.
+local function field(v)
+  if v == nil or v == null then return "-" end
+  return escape(tostring(v))
 end
 
 -- Lists handed back to the prompt: plain arrays that print as a summary
@@ -110,11 +142,18 @@ local function await_open(s)
   return true -- still trying; tostring(x) and x:stats() say how it goes
 end
 
+-- A mistake of the caller's found during start-up: raised at its level once
+-- what was opened is closed.
+local Misuse = {}
+local function misuse(msg) error(setmetatable({ msg = msg }, Misuse), 0) end
+
 local function start_sim(self, sim_opts)
   local o = {}
   for k, v in pairs(SIM_DEFAULTS) do o[k] = v end
   for k, v in pairs(sim_opts or {}) do o[k] = v end
-  local sim, err = sim_mod.new(o)
+  -- ayla.sim checks its own options; a mistake there is the caller's.
+  local ok, sim, err = pcall(sim_mod.new, o)
+  if not ok then misuse((tostring(sim):gsub("^.-:%d+: ", ""))) end
   if not sim then return nil, "the simulator did not start: " .. tostring(err) end
   self.sim = sim
   self.cloud = assert(cloud_mod.new(sim:cloud_options()))
@@ -124,10 +163,26 @@ local function start_sim(self, sim_opts)
   return true
 end
 
-local function start_cloud(self, cloud, opts)
+local SUB_TYPES = { datapoint = true, datapointack = true, connectivity = true, location = true,
+                    registration = true }
+
+-- The event types of opts.subscribe, checked before any subscription is made.
+local function sub_kinds(subscribe)
+  local kinds = {}
+  for kind in (subscribe or "datapoint,datapointack,connectivity"):gmatch("[^,%s]+") do
+    check(SUB_TYPES[kind], 3, "option 'subscribe': unknown event type '%s' (known: %s)", kind,
+      "datapoint, datapointack, connectivity, location, registration")
+    kinds[#kinds + 1] = kind
+  end
+  check(#kinds > 0, 3, "option 'subscribe' names no event type "
+    .. "(a list such as \"datapoint,datapointack,connectivity\")")
+  return kinds
+end
+
+local function start_cloud(self, cloud, opts, kinds)
   self.cloud = cloud
   self._subs, self._streams = {}, {}
-  for kind in (opts.subscribe or "datapoint,datapointack,connectivity"):gmatch("[^,%s]+") do
+  for _, kind in ipairs(kinds) do
     local sub, serr = cloud:subscribe { oem_model = opts.oem_model or "*", dsn = opts.dsn or "*",
                                         subscription_type = kind, name = "ayla explore " .. kind }
     if not sub then return nil, serr end
@@ -138,6 +193,18 @@ local function start_cloud(self, cloud, opts)
   end
   self.stream = self._streams[1]
   return true
+end
+
+-- Everything that talks to the network: the simulator or the subscriptions,
+-- the sign-in (the device list shows bad credentials at once), the stream.
+local function start(self, real, cloud, own, kinds)
+  local ok, err
+  if real then ok, err = start_cloud(self, cloud, own, kinds) else ok, err = start_sim(self, own.sim) end
+  if not ok then return nil, err end
+  local list, lerr = self.cloud:devices()
+  if not list then return nil, lerr end
+  self._count = #list
+  return await_open(self.stream)
 end
 
 -- ayla.explore([opts]): with no cloud options, the built-in simulator
@@ -158,8 +225,9 @@ function M.new(opts)
   check(not (real and own.sim), 2, "give either sim = {...} or cloud options, not both")
   check(real or not (own.subscribe or own.oem_model or own.dsn), 2,
     "subscribe, oem_model and dsn are for the real cloud; the simulator's stream has every event")
-  local cloud
+  local cloud, kinds
   if real then
+    kinds = sub_kinds(own.subscribe)
     -- ayla.cloud checks its own options; a mistake there is the caller's.
     local ok, c, cerr = pcall(cloud_mod.new, cloud_opts)
     if not ok then error((tostring(c):gsub("^.-:%d+: ", "")), 2) end
@@ -167,19 +235,15 @@ function M.new(opts)
     cloud = c
   end
   local self = setmetatable({ _out = own.out or print, _closed = false, _subs = {} }, Explorer)
-  local ok, err
-  if real then ok, err = start_cloud(self, cloud, own) else ok, err = start_sim(self, own.sim) end
-  if ok then
-    -- Signing in now (the device list) shows bad credentials at once.
-    local list
-    list, err = self.cloud:devices()
-    ok = list ~= nil
-    if ok then self._count = #list end
-  end
-  if ok then ok, err = await_open(self.stream) end
-  if not ok then
+  -- Whatever happens, nothing opened so far is left behind.
+  local done, ok, err = pcall(start, self, real, cloud, own, kinds)
+  if not (done and ok) then
     shut(self, true)
     self._closed = true
+    if not done then
+      if getmetatable(ok) == Misuse then error(ok.msg, 2) end
+      error(ok, 0)
+    end
     return nil, err
   end
   return self
@@ -199,8 +263,7 @@ function Explorer:devices()
   if not list then return nil, err end
   local rows = {}
   for i, d in ipairs(list) do
-    rows[i] = { tostring(d.dsn), tostring(d.oem_model), tostring(d.product_name),
-                tostring(d.connection_status) }
+    rows[i] = { field(d.dsn), field(d.oem_model), field(d.product_name), field(d.connection_status) }
   end
   columns(self, { "DSN", "MODEL", "PRODUCT NAME", "STATUS" }, rows)
   self._count = #list
@@ -219,7 +282,7 @@ function Explorer:twin(dsn)
     if p.read_only then flags[#flags + 1] = "read-only" end
     if p.ack_enabled then flags[#flags + 1] = "ack" end
     local at = p.data_updated_at
-    rows[i] = { tostring(p.name), tostring(p.base_type), tostring(p.direction), shown(p.value),
+    rows[i] = { field(p.name), field(p.base_type), field(p.direction), shown(p.value),
                 table.concat(flags, ","), type(at) == "string" and at or "" }
   end
   columns(self, { "PROPERTY", "TYPE", "DIRECTION", "VALUE", "FLAGS", "UPDATED" }, rows)
@@ -233,6 +296,34 @@ function Explorer:set(dsn, name, value, opts)
   check(type(dsn) == "string" and type(name) == "string", 2,
     "set(dsn, name, value) expects two strings first")
   return self.cloud:set(dsn, name, value, opts)
+end
+
+-- The error a Ctrl-C in a tail ends the line with: it prints as
+-- "interrupted!" (the prompt shows no traceback for it).
+M.interrupted = setmetatable({}, { __name = "ayla.Interrupted",
+                                   __tostring = function() return "interrupted!" end })
+
+local function time_of(ev) return type(ev.time) == "string" and ev.time or nil end
+
+-- The queues of the streams as one list in time order (stable: an event
+-- without a time, or with the same time, keeps its place).
+local function merged(queues)
+  local out, pos = {}, {}
+  for i = 1, #queues do pos[i] = 1 end
+  while true do
+    local best, best_t
+    for i, q in ipairs(queues) do
+      local ev = q[pos[i]]
+      if ev then
+        local t = time_of(ev)
+        if t == nil then best = i break end
+        if best == nil or t < best_t then best, best_t = i, t end
+      end
+    end
+    if not best then return out end
+    out[#out + 1] = queues[best][pos[best]]
+    pos[best] = pos[best] + 1
+  end
 end
 
 local TAIL_ONLY_RULES = { ["for"] = true, rate = true, debounce = true, own = true }
@@ -260,13 +351,16 @@ local function event_filter(filter)
   check(types == nil or type(types) == "string" or type(types) == "table", 3,
     "filter 'type' must be an event type or a list of them")
   local edge = f.from ~= nil or f.to ~= nil or f.above ~= nil or f.below ~= nil
-  local kind = type(types) == "string" and types or (edge and "datapoint") or "*"
+  local kind = type(types) == "string" and types ~= "*" and types or (edge and "datapoint") or "*"
   local ok, t = pcall(trigger.compile, kind, f)
   if not ok then error((tostring(t):gsub("^.-:%d+: ", "")), 3) end
-  local want = nil
+  local want = nil -- nil: any type ("*", as in app:on)
   if types then
     want = {}
-    for _, ty in ipairs(type(types) == "table" and types or { types }) do want[ty] = true end
+    for _, ty in ipairs(type(types) == "table" and types or { types }) do
+      if ty == "*" then want = nil break end
+      want[ty] = true
+    end
   end
   local conditional = edge or f.value ~= nil or f.status ~= nil or f.online ~= nil
   local changes = f.from ~= nil or f.to ~= nil
@@ -280,7 +374,8 @@ local function event_filter(filter)
     local key = (ev.dsn or "?") .. "/" .. (ev.type == "connectivity" and "$status" or ev.property or "?")
     local prev, known = last[key], last[key] ~= nil
     last[key] = state
-    if changes then return t.edge(state, prev, known) end
+    -- a change seen during the tail: the first value of each is only remembered
+    if changes then return known and t.edge(state, prev, known) end
     return t.holds(state) -- above/below as a level: every value in range shows
   end
 end
@@ -295,24 +390,30 @@ function Explorer:tail(filter, seconds)
   local match = event_filter(filter)
   local count, streams = 0, self._streams
   local function show(ev)
-    say(self, tostring(ev))
+    -- one line, whatever the values hold (%q leaves a newline as \ and a newline)
+    say(self, valid_utf8(escape((tostring(ev):gsub("\\\n", "\\n")))))
     count = count + 1
   end
   local function run()
-    -- What came while the prompt sat idle: the last BACKLOG matches only.
-    local backlog, skipped = {}, 0
-    for _, s in ipairs(streams) do
+    -- What came while the prompt sat idle: the last BACKLOG matches only,
+    -- in time order over the streams.
+    local queues, total = {}, 0
+    for i, s in ipairs(streams) do
+      local q = {}
       for ev in function() return (s:next(0)) end do
         if match(ev) then
-          backlog[#backlog + 1] = ev
-          if #backlog > BACKLOG then
-            table.remove(backlog, 1)
-            skipped = skipped + 1
-          end
+          total = total + 1
+          q[#q + 1] = ev
+          if #q > BACKLOG then table.remove(q, 1) end -- the last ones of all are among these
         end
       end
+      queues[i] = q
     end
-    if skipped > 0 then say(self, ("(%d earlier events not shown)"):format(skipped)) end
+    local backlog = merged(queues)
+    while #backlog > BACKLOG do table.remove(backlog, 1) end
+    if total > #backlog then
+      say(self, ("(%d earlier events not shown)"):format(total - #backlog))
+    end
     for _, ev in ipairs(backlog) do show(ev) end
     local deadline = core.monotime() + seconds
     while true do
@@ -340,17 +441,21 @@ function Explorer:tail(filter, seconds)
     end
   end
   -- The stock interpreter turns Ctrl-C into an "interrupted!" error at the
-  -- next Lua instruction: stop the tail there and keep what was counted.
+  -- next Lua instruction, and until the line ends a second Ctrl-C kills it
+  -- (its handler is reset): say so, and end the whole line with the
+  -- interrupt, so that a loop of tails does not go on.
   local ok, err = pcall(run)
   if not ok then
-    if type(err) == "string" and err:find("interrupted!", 1, true) then
+    if err == M.interrupted or type(err) == "string" and err:find("interrupted!", 1, true) then
       say(self, "(tail stopped)")
-    else
-      error(err, 0)
+      error(M.interrupted, 0)
     end
+    error(err, 0)
   end
   return count
 end
+
+local function sim_stopped(self) return self.sim and rawget(self.sim, "_stopped") end
 
 local Stats = { __name = "ayla.ExplorerStats" }
 function Stats.__tostring(st)
@@ -361,6 +466,7 @@ function Stats.__tostring(st)
   end
   lines[#lines + 1] = tostring(st.cloud)
   if st.sim then lines[#lines + 1] = tostring(st.sim) end
+  if st.sim_stopped then lines[#lines + 1] = "ayla.Sim (simulator stopped)" end
   return table.concat(lines, "\n")
 end
 
@@ -371,8 +477,12 @@ function Explorer:stats()
   for i, s in ipairs(self._streams) do list[i] = s:stats() end
   local cloud = setmetatable({}, getmetatable(self.cloud.stats))
   for k, v in pairs(self.cloud.stats) do cloud[k] = v end -- a snapshot, like the others
-  return setmetatable({ stream = list[1], streams = list, cloud = cloud,
-                        sim = self.sim and self.sim:stats() or nil }, Stats)
+  local sim, stopped = nil, nil
+  if self.sim then -- stopped from outside (x.sim:stop()): no counters, and it says so
+    if sim_stopped(self) then stopped = true else sim = self.sim:stats() end
+  end
+  return setmetatable({ stream = list[1], streams = list, cloud = cloud, sim = sim,
+                        sim_stopped = stopped }, Stats)
 end
 
 -- x:close(): the streams, the subscriptions explore() made, the simulator.
@@ -396,6 +506,10 @@ end
 function Explorer:__tostring()
   if self._closed then return "ayla.Explorer (closed)" end
   local state = self.stream and (self.stream:status()) or "no stream"
+  if sim_stopped(self) then
+    return ("ayla.Explorer: the built-in simulator (simulator stopped), %d devices, stream %s")
+      :format(self._count or 0, state)
+  end
   if self.sim then
     return ("ayla.Explorer: the built-in simulator at %s, %d devices, stream %s"):format(
       self.sim:http_url(), self._count or 0, state)

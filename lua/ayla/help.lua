@@ -1,7 +1,7 @@
 -- ayla.help([topic]): a short tour of the module, printed at the prompt.
 -- Each topic is a few lines with one-line examples; the manual is in docs/.
 local TOPICS = {}
-local ORDER = { "explore", "stream", "events", "cloud", "app", "sim" }
+local ORDER = { "overview", "explore", "stream", "events", "cloud", "app", "scheduler", "sim" }
 
 TOPICS.overview = [[
 ayla: a live connection to the Ayla Datastream Service (DSS), from Lua.
@@ -11,7 +11,9 @@ ayla: a live connection to the Ayla Datastream Service (DSS), from Lua.
   app = ayla.app{ cloud = cloud, stream = s }   rules: app:on("datapoint", {...}, fn)
   sim = ayla.sim()                a local Ayla cloud (REST + DSS) with ten demo devices
   ev = ayla.decode(json)          one DSS event from its JSON text
-More: ayla.help("explore"), and "stream", "events", "cloud", "app", "sim".
+  sched = ayla.scheduler()        tasks whose cloud calls run side by side
+  ayla.regions.url("stream", "eu", "field")   Ayla's hosts by region and deployment
+More: ayla.help("explore"), and "stream", "events", "cloud", "app", "scheduler", "sim".
 Manual: docs/ (docs/api.md, docs/stream.md, docs/cloud.md, docs/rules.md).]]
 
 TOPICS.explore = [[
@@ -24,8 +26,9 @@ ayla.explore([opts]): look around at the prompt.
   x:tail()                        prints every event for 10 s; returns how many
   x:tail("Blue_LED", 30)          a string: a dsn, property, model or event type
   x:tail{ type = "datapoint", dsn = "TH000W000000001", above = 22 }   an app:on filter
+  x:tail{ type = "*", to = 1 }    from/to: a change seen during the tail
   x:stats()   x:close()   x.cloud   x.stream   x.sim
-Ctrl-C stops a tail.]]
+Ctrl-C stops a tail and ends the line (a loop of tails too).]]
 
 TOPICS.stream = [[
 ayla.stream{...}: a DSS connection kept alive by a C thread (heartbeats, reconnects).
@@ -50,8 +53,9 @@ ayla.cloud{...}: the user, device and subscription services (signs in on first u
   cloud:devices()   cloud:properties(dsn)   cloud:get(dsn, "Blue_LED")
   cloud:set(dsn, "Blue_LED", 1, { wait_ack = 10 })   nil and a message when refused
   sub = cloud:subscribe{ oem_model = "*", dsn = "*", subscription_type = "datapoint" }
-  s = sub:stream()   cloud:subscriptions()   cloud:unsubscribe(sub)
-  cloud.stats                     requests, sign-ins, refreshes, retries]]
+  s = sub:stream()   cloud:subscriptions()   cloud:unsubscribe(sub)   cloud:sign_out()
+  cloud.stats                     requests, sign_ins, refreshes, replays, retries
+  ayla.regions.resolve("eu", "field")   the hosts a region/deployment uses]]
 
 TOPICS.app = [[
 ayla.app{...}: rules that react to events and timers and write back through the cloud.
@@ -59,6 +63,7 @@ ayla.app{...}: rules that react to events and timers and write back through the 
   app:on("datapoint", { property = "Blue_LED", to = 1 }, function(ev, ctx)
     ctx:set(ev.dsn, "Green_LED", 1) end)
   app:every(60, function(ctx) ... end)   app:after(5, fn)   app:at("07:30", fn)
+  app:cancel(timer)   app:remove(rule)
   app:run()   app:step(0.5)   app:stop()   app:stats()
 Rule files for the ayla-rules program: docs/rules.md.]]
 
@@ -68,7 +73,18 @@ ayla.sim{...}: a local Ayla cloud (REST + DSS) on its own thread, for tests and 
   cloud = ayla.cloud(sim:cloud_options())    signed in as the demo user
   s = sim:stream()                the simulator's own key: every event
   sim:emit{ metadata = { event_type = "datapoint", ... }, datapoint = { ... } }
-  sim:behave(10)   sim:fault("drop")   sim:stats()   sim:stop()]]
+  sim:behave(10)   sim:fault("drop")   sim:flood(1000)   sim:stats()   sim:stop()
+  sim:rest_fault("5xx", 2)        the next two REST answers are 503
+  sim:expire_tokens()   sim:url()   sim:key()   sim:http_url()]]
+
+TOPICS.scheduler = [[
+ayla.scheduler([opts]): tasks (coroutines) whose cloud calls yield, so many run at once.
+  sched = ayla.scheduler()
+  sched:spawn(function() print(cloud:set(dsn, "Blue_LED", 1)) end)   starts a task
+  sched:start({ name = "t", budget = 1e6 }, fn)   with options
+  sched:run(10)                   until every task ends (true) or 10 s pass (false)
+  sched:step(0.5)   sched:next_wake()   sched.tasks
+Rule callbacks of ayla.app already run in one (app.scheduler).]]
 
 local function topics()
   return "Topics: " .. table.concat(ORDER, ", ") .. ' (ayla.help("stream"), ...)'
@@ -84,7 +100,7 @@ return function(topic)
     return
   end
   local text = TOPICS[topic:lower()]
-  if text and topic:lower() ~= "overview" then
+  if text then
     print(text)
   else
     print(("No help on %q. %s"):format(topic, topics()))
