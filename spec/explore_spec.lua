@@ -181,7 +181,7 @@ describe("ayla.explore", function()
     assert(queued(x, 1))
     assert.equal(1, x:tail("cmd", 0.1))
     assert.equal(1, #lines)
-    assert.matches([[cmd = "line one\nline two\9end"]], lines[1], 1, true) -- a tab as %q writes it
+    assert.matches([[cmd = "line one\nline two\tend"]], lines[1], 1, true)
     clear(lines)
     assert(x:set("AC000W000000001", "cmd", ("é"):rep(60)))
     assert(queued(x, 2))

@@ -277,7 +277,7 @@ function Property:__tostring()
   if self.read_only then flags[#flags + 1] = "read-only" end
   if self.ack_enabled then flags[#flags + 1] = "ack" end
   local v = self.value
-  if type(v) == "string" then v = ("%q"):format(v) elseif v == cjson.null then v = "null" end
+  if type(v) == "string" then v = event.quote(v) elseif v == cjson.null then v = "null" end
   return ("%s %s %s = %s%s"):format(self.name, self.base_type, self.direction, tostring(v),
     #flags > 0 and (" (" .. table.concat(flags, ", ") .. ")") or "")
 end
@@ -286,8 +286,9 @@ local Datapoint = { __name = "ayla.Datapoint" }
 Datapoint.__index = Datapoint
 function Datapoint:__tostring()
   local ack = self.ack_status ~= nil and (" ack " .. tostring(self.ack_status)) or ""
-  return ("datapoint %s = %s at %s%s"):format(tostring(self.id), tostring(self.value),
-    tostring(self.created_at), ack)
+  local v = self.value
+  v = type(v) == "string" and event.quote(v) or tostring(v)
+  return ("datapoint %s = %s at %s%s"):format(tostring(self.id), v, tostring(self.created_at), ack)
 end
 
 local Subscription = { __name = "ayla.Subscription" }

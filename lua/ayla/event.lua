@@ -109,11 +109,25 @@ function M.decode(json)
   return setmetatable(t, Event)
 end
 
-local function show(v)
-  if type(v) == "string" then
-    if #v > 60 then v = v:sub(1, 57) .. "..." end
-    return ("%q"):format(v)
+-- A string value on one line: quoted, control characters escaped, cut to
+-- `max` characters on a UTF-8 boundary (bytes, if it is not UTF-8).
+function M.quote(v, max)
+  max = max or 60
+  local n = utf8.len(v)
+  if n and n > max then
+    v = v:sub(1, utf8.offset(v, max - 2) - 1) .. "..."
+  elseif not n and #v > max then
+    v = v:sub(1, max - 3) .. "..."
   end
+  return '"' .. v:gsub('[%c"\\]', function(c)
+    if c == "\n" then return "\\n" elseif c == "\r" then return "\\r" elseif c == "\t" then return "\\t" end
+    if c == '"' or c == "\\" then return "\\" .. c end
+    return ("\\%d"):format(c:byte())
+  end) .. '"'
+end
+
+local function show(v)
+  if type(v) == "string" then return M.quote(v) end
   if v == null then return "null" end
   return tostring(v)
 end
