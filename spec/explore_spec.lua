@@ -344,7 +344,7 @@ describe("ayla.explore", function()
     -- raised at the caller's level
     local ok, err = pcall(function() ayla.explore { sim = { bogus = 1 } } end)
     assert.is_false(ok)
-    assert.matches("^spec/explore_spec%.lua:%d+: unknown option 'bogus' for ayla%.sim$", err)
+    assert.matches("^.-spec/explore_spec%.lua:%d+: unknown option 'bogus' for ayla%.sim$", err)
   end)
 
   it("checks subscribe before any subscription, and leaves none behind on a failure", function()
@@ -352,7 +352,7 @@ describe("ayla.explore", function()
     local function explore(extra) return ayla.explore(sim:cloud_options(extra)) end
     local ok, err = pcall(function() explore { subscribe = "" } end)
     assert.is_false(ok)
-    assert.matches("^spec/explore_spec%.lua:%d+: option 'subscribe' names no event type", err)
+    assert.matches("^.-spec/explore_spec%.lua:%d+: option 'subscribe' names no event type", err)
     assert.error_matches(function() explore { subscribe = "datapoint,bogus" } end,
       "option 'subscribe': unknown event type 'bogus'")
     local other = assert(ayla.cloud(sim:cloud_options()))
