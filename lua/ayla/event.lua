@@ -109,21 +109,30 @@ function M.decode(json)
   return setmetatable(t, Event)
 end
 
--- A string value on one line: quoted, control characters escaped, cut to
--- `max` characters on a UTF-8 boundary (bytes, if it is not UTF-8).
-function M.quote(v, max)
-  max = max or 60
-  local n = utf8.len(v)
-  if n and n > max then
-    v = v:sub(1, utf8.offset(v, max - 2) - 1) .. "..."
-  elseif not n and #v > max then
-    v = v:sub(1, max - 3) .. "..."
+-- Control characters as escapes ("\n", "\t", "\027"), so that text stays
+-- on its line; with `quote`, '"' and '\' as well (inside a quoted value).
+local ESCAPES = { ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
+local function escape_char(c)
+  return ESCAPES[c] or (c == '"' or c == "\\") and "\\" .. c or ("\\%03d"):format(c:byte())
+end
+
+function M.escape(s, quote)
+  return (s:gsub(quote and '[%c"\\]' or "%c", escape_char))
+end
+
+-- A string cut to `max` characters, on a UTF-8 boundary when it is UTF-8.
+function M.cut(s, max)
+  local n = utf8.len(s)
+  if n then
+    if n <= max then return s end
+    return s:sub(1, utf8.offset(s, max - 2) - 1) .. "..."
   end
-  return '"' .. v:gsub('[%c"\\]', function(c)
-    if c == "\n" then return "\\n" elseif c == "\r" then return "\\r" elseif c == "\t" then return "\\t" end
-    if c == '"' or c == "\\" then return "\\" .. c end
-    return ("\\%d"):format(c:byte())
-  end) .. '"'
+  return #s <= max and s or s:sub(1, max - 3) .. "..."
+end
+
+-- A string value on one line: quoted, escaped, cut to `max` characters.
+function M.quote(v, max)
+  return '"' .. M.escape(M.cut(v, max or 60), true) .. '"'
 end
 
 local function show(v)
@@ -162,7 +171,7 @@ function Event.__tostring(ev)
   local describe = DESCRIBE[ev.type]
   if describe and type(body) == "table" then parts[#parts + 1] = describe(ev, body) end
   if ev.time then parts[#parts + 1] = "at " .. tostring(ev.time) end -- any JSON value
-  return table.concat(parts, " ")
+  return M.escape(table.concat(parts, " ")) -- one line, whatever the server sent
 end
 
 -- ---- counter tables -----------------------------------------------------------

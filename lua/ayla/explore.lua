@@ -4,7 +4,8 @@
 -- Outside failures return nil and a message; misuse raises.
 local cloud_mod = require "ayla.cloud"
 local core = require "ayla.core"
-local null = require("ayla.event").null
+local event = require "ayla.event"
+local null = event.null
 local sim_mod = require "ayla.sim"
 local trigger = require "ayla.trigger"
 
@@ -52,25 +53,6 @@ local function columns(self, header, rows)
   for _, row in ipairs(rows) do say(self, line(row)) end
 end
 
--- Control characters as escapes, so that a value stays on its line.
-local ESCAPES = { ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
-local function escape(s, quote)
-  return (s:gsub(quote and '[%c"\\]' or "%c", function(c)
-    return ESCAPES[c] or (c:byte() < 32 or c:byte() == 127) and ("\\%03d"):format(c:byte())
-      or "\\" .. c
-  end))
-end
-
--- A string cut to `max` characters (on a UTF-8 boundary when it is UTF-8).
-local function cut(s, max)
-  local n = utf8.len(s)
-  if n then
-    if n <= max then return s end
-    return s:sub(1, utf8.offset(s, max - 2) - 1) .. "..."
-  end
-  return #s <= max and s or s:sub(1, max - 3) .. "..."
-end
-
 -- A string with each byte that is not part of a UTF-8 character as "?" (a
 -- character cut short by a truncation, or text in another encoding).
 local function valid_utf8(s)
@@ -82,7 +64,7 @@ local function valid_utf8(s)
 end
 
 local function shown(v)
-  if type(v) == "string" then return '"' .. escape(cut(v, 40), true) .. '"' end
+  if type(v) == "string" then return event.quote(v, 40) end
   if v == nil or v == null then return "null" end
   return tostring(v)
 end
@@ -90,7 +72,7 @@ end
 -- A device field: "-" for a missing or JSON null one.
 local function field(v)
   if v == nil or v == null then return "-" end
-  return escape(tostring(v))
+  return event.escape(tostring(v))
 end
 
 -- Lists handed back to the prompt: plain arrays that print as a summary
@@ -391,7 +373,7 @@ function Explorer:tail(filter, seconds)
   local count, streams = 0, self._streams
   local function show(ev)
     -- one line, whatever the values hold (%q leaves a newline as \ and a newline)
-    say(self, valid_utf8(escape((tostring(ev):gsub("\\\n", "\\n")))))
+    say(self, valid_utf8(tostring(ev)))
     count = count + 1
   end
   local function run()
