@@ -565,6 +565,12 @@ local function record(runner, ev)
   runner.record_file:flush()
 end
 
+-- Dispatches one event; an error escaping the app is logged, not raised.
+local function dispatch(runner, ev)
+  local ok, err = pcall(runner.app.dispatch, runner.app, ev)
+  if not ok then runner.log("error", "dispatching failed: " .. scheduler.describe(err)) end
+end
+
 -- ---- replay ----------------------------------------------------------------------------
 
 -- ISO 8601 UTC ("2018-09-24T10:25:14Z") to seconds since the epoch.
@@ -646,8 +652,7 @@ function M.replay(runner)
         run_until(when and math.max(when, vt) or vt)
         n = n + 1
         runner.log("event", tostring(ev))
-        local ok, derr = pcall(app.dispatch, app, ev)
-        if not ok then runner.log("error", "dispatching failed: " .. scheduler.describe(derr)) end
+        dispatch(runner, ev)
         app.scheduler:step(0)
       end
     end
@@ -707,6 +712,17 @@ function M.start_timers(runner)
     runner.files[path].mtime = core.mtime(path)
   end
   return not runner.load_failed
+end
+
+-- Runs fn(...); if it raises (the journal's disk full, say), the runner
+-- stops with exit code 1: going on would break the journal's promises.
+local function or_stop(runner, fn, ...)
+  local ok, err = pcall(fn, ...)
+  if not ok then
+    runner.log("error", "stopping: " .. scheduler.describe(err))
+    runner.exit_code = 1
+  end
+  return ok
 end
 
 -- What makes a cloud connection impossible before trying: an unknown
@@ -787,8 +803,7 @@ function M.main(argv, host)
   if runner.journal then -- what the last run received but did not finish, first
     for _, ev in ipairs(runner.journal:replay(ayla.decode)) do
       runner.log("info", "replaying from the journal: " .. tostring(ev))
-      local ok, derr = pcall(runner.app.dispatch, runner.app, ev)
-      if not ok then runner.log("error", "dispatching failed: " .. scheduler.describe(derr)) end
+      dispatch(runner, ev)
     end
   end
   local start, last_status, last_check = core.monotime(), core.monotime(), core.monotime()
@@ -814,7 +829,7 @@ function M.main(argv, host)
           why and (": " .. why) or ""))
       end
       local batch, j = {}, runner.journal
-      local jok, jerr = pcall(function()
+      if not or_stop(runner, function()
         for _ = 1, 1000 do
           local ev = s:next(0)
           if not ev then break end
@@ -822,27 +837,17 @@ function M.main(argv, host)
           if not j or j:received(runner.stream_ids[i], ev) then batch[#batch + 1] = ev end
         end
         if j and #batch > 0 then j:sync() end -- on disk before any rule sees them
-      end)
-      if not jok then -- a full disk, say: going on would break the journal's promises
-        runner.log("error", "stopping: " .. scheduler.describe(jerr))
-        runner.exit_code = 1
-        break
-      end
+      end) then break end
       for _, ev in ipairs(batch) do
         runner.log("event", tostring(ev))
-        local ok, derr = pcall(runner.app.dispatch, runner.app, ev)
-        if not ok then runner.log("error", "dispatching failed: " .. scheduler.describe(derr)) end
+        dispatch(runner, ev)
       end
     end
     if runner.exit_code then break end
     runner.app:_check_drops(streams)
-    if runner.journal then -- write results and finished events: on disk within a second
-      local sok, serr = pcall(runner.journal.sync_if_due, runner.journal, 1)
-      if not sok then
-        runner.log("error", "stopping: " .. scheduler.describe(serr))
-        runner.exit_code = 1
-        break
-      end
+    -- Write results and finished events: on disk within a second.
+    if runner.journal and not or_stop(runner, runner.journal.sync_if_due, runner.journal, 1) then
+      break
     end
     -- Rule code runs in tasks with their own error handling; this catches
     -- what escapes them (the memory cap hit by the runner itself, say).
