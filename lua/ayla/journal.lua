@@ -49,8 +49,9 @@ end
 -- ---- reading ---------------------------------------------------------------------
 
 local function new_state()
-  return { run = 0, subs = {}, last = {}, events = {}, order = {}, actions = {}, done = {},
-           seen = {} }
+  -- events: the unfinished ones by key (a finished event leaves it), in the
+  -- order they came in `order` (which may still name finished ones)
+  return { run = 0, subs = {}, last = {}, events = {}, order = {}, actions = {}, seen = {} }
 end
 
 local function remember_seen(st, stream, seq, fp)
@@ -80,7 +81,6 @@ local function apply(st, r)
       remember_seen(st, r.s, r.q, r.f)
     end
   elseif k == "done" then
-    st.done[r.e] = true
     st.events[r.e], st.actions[r.e] = nil, nil -- the raw text is not needed again
   elseif k == "act" then
     local per = st.actions[r.e] or {}
@@ -103,6 +103,17 @@ local function apply(st, r)
   end
 end
 
+-- Drops finished events from `order` (and a key named twice, once).
+local function prune_order(st)
+  local keep, kept = {}, {}
+  for _, key in ipairs(st.order) do
+    if st.events[key] and not kept[key] then
+      keep[#keep + 1], kept[key] = key, true
+    end
+  end
+  st.order = keep
+end
+
 -- Reads a journal; a file that does not exist is an empty one.
 local function read(path)
   local st, bad = new_state(), 0
@@ -116,12 +127,7 @@ local function read(path)
     if type(r) == "table" and type(r.k) == "string" then apply(st, r) else bad = bad + 1 end
   end
   f:close()
-  -- Keep only what is not finished.
-  local keep = {}
-  for _, key in ipairs(st.order) do
-    if st.events[key] then keep[#keep + 1] = key end
-  end
-  st.order, st.done = keep, {}
+  prune_order(st)
   return st, bad
 end
 
@@ -386,7 +392,7 @@ end
 -- Every rule is through with the event: a restart need not replay it.
 function Journal:finished(ev)
   local key = ev._journal_key
-  if not key or self.st.done[key] then return end
+  if not key or not self.st.events[key] then return end -- not journaled, or finished
   apply(self.st, { k = "done", e = key })
   put(self.file, { k = "done", e = key })
   self.file:flush()
@@ -397,11 +403,7 @@ end
 -- Rewrites the file with only what a restart needs.
 function Journal:compact()
   self.file:flush()
-  local keep = {}
-  for _, key in ipairs(self.st.order) do
-    if self.st.events[key] then keep[#keep + 1] = key end
-  end
-  self.st.order, self.st.done = keep, {}
+  prune_order(self.st)
   for stream, per in pairs(self.st.seen) do -- bounded memory too
     if #per.list > 2 * KEEP_SEEN then
       local list = table.move(per.list, #per.list - KEEP_SEEN + 1, #per.list, 1, {})
