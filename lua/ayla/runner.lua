@@ -410,7 +410,10 @@ function M.load(runner, path)
   return true
 end
 
+-- (Re)loads the files that changed, or all with `force`; true if every file
+-- it loaded loaded.
 function M.reload_changed(runner, force)
+  local all_loaded = true
   for _, path in ipairs(runner.opts.files) do
     local file = runner.files[path]
     local mtime = core.mtime(path)
@@ -420,7 +423,7 @@ function M.reload_changed(runner, force)
         .. "stops"):format(path))
     end
     if force or (mtime and (not file or mtime ~= file.mtime)) then
-      M.load(runner, path)
+      if not M.load(runner, path) then all_loaded = false end
       if not runner.files[path] then -- keep trying this version only once
         runner.files[path] = { name = path, rules = {}, timers = {}, mtime = mtime }
       elseif runner.files[path].mtime ~= mtime then
@@ -428,6 +431,7 @@ function M.reload_changed(runner, force)
       end
     end
   end
+  return all_loaded
 end
 
 -- ---- status ----------------------------------------------------------------------------
@@ -704,13 +708,7 @@ function M.start_timers(runner)
   -- The rule files' timers start on the app's clock: load them once it runs.
   if runner.loaded then return not runner.load_failed end
   runner.loaded = true
-  for _, path in ipairs(runner.opts.files) do
-    if not M.load(runner, path) then runner.load_failed = true end
-  end
-  for _, path in ipairs(runner.opts.files) do -- reloads compare with this version
-    runner.files[path] = runner.files[path] or { name = path, rules = {}, timers = {} }
-    runner.files[path].mtime = core.mtime(path)
-  end
+  runner.load_failed = not M.reload_changed(runner, true)
   return not runner.load_failed
 end
 
