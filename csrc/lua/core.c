@@ -237,19 +237,16 @@ static int core_create_private(lua_State *L)
 int luaopen_ayla_core(lua_State *L);
 int luaopen_ayla_core(lua_State *L)
 {
-	lua_newtable(L);
-	lua_pushcfunction(L, core_monotime);
-	lua_setfield(L, -2, "monotime");
-	lua_pushcfunction(L, core_sleep);
-	lua_setfield(L, -2, "sleep");
-	lua_pushcfunction(L, core_mtime);
-	lua_setfield(L, -2, "mtime");
-	lua_pushcfunction(L, core_fsync);
-	lua_setfield(L, -2, "fsync");
-	lua_pushcfunction(L, core_create_private);
-	lua_setfield(L, -2, "create_private");
-	lua_pushcfunction(L, core_wait_any);
-	lua_setfield(L, -2, "wait_any");
+	static const luaL_Reg functions[] = {
+		{"monotime", core_monotime},
+		{"sleep", core_sleep},
+		{"mtime", core_mtime},
+		{"fsync", core_fsync},
+		{"create_private", core_create_private},
+		{"wait_any", core_wait_any},
+		{NULL, NULL},
+	};
+	luaL_newlib(L, functions);
 	ayla_open_request(L);
 	lua_setfield(L, -2, "request");
 	ayla_open_stream(L);
