@@ -706,31 +706,23 @@ static void plain_rx(struct pool_conn *c, const char *in, size_t len)
 	}
 	size_t used = 0;
 	c->got += len;
-	switch (http_parse_feed(&c->parser, in, len, &used, body_to_request, c->req)) {
-	case HTTP_PARSE_MORE:
-		break;
-	case HTTP_PARSE_DONE:
+	enum http_parse_result r =
+		http_parse_feed(&c->parser, in, len, &used, body_to_request, c->req);
+	if (r == HTTP_PARSE_MORE)
+		return;
+	if (r == HTTP_PARSE_DONE) {
 		/* Reused only if nothing follows the response and all of the request
 		 * went out: the rest of a request answered early would otherwise
 		 * reach the server as the start of the next one. */
 		response_done(c, c->parser.keep && used == len && c->wsi &&
 					 !lws_partial_buffered(c->wsi));
-		break;
-	case HTTP_PARSE_STOPPED: {
-		struct pool_host *ph = c->ph;
-		finish(c->req, AYLA_HTTP_FAILED, "the response is larger than max_response");
-		conn_retire(c);
-		pump(ph);
-		break;
+		return;
 	}
-	case HTTP_PARSE_ERROR: {
-		struct pool_host *ph = c->ph;
-		finish(c->req, AYLA_HTTP_FAILED, "the server's answer is not valid HTTP/1.1");
-		conn_retire(c);
-		pump(ph);
-		break;
-	}
-	}
+	finish(c->req, AYLA_HTTP_FAILED,
+	       r == HTTP_PARSE_STOPPED ? "the response is larger than max_response"
+				       : "the server's answer is not valid HTTP/1.1");
+	conn_retire(c); /* closed later: c stays valid here */
+	pump(c->ph);
 }
 
 /* Received TLS records: the handshake, then decrypted response bytes.
