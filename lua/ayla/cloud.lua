@@ -467,8 +467,6 @@ end
 
 -- ---- subscriptions -----------------------------------------------------------
 
-local EVENT_TYPES = { connectivity = true, datapoint = true, datapointack = true,
-                      location = true, registration = true }
 local SUB_FIELDS = { name = "string", description = "string", oem_model = "string",
                      dsn = "string", property_name = "string", client_type = "string",
                      subscription_type = "string", batch_size = "number" }
@@ -491,7 +489,7 @@ function Cloud:subscribe(fields)
   check(f.subscription_type, 2, "subscription_type is required")
   local types = 0
   for t in f.subscription_type:gmatch("[^,%s]+") do
-    check(EVENT_TYPES[t], 2, "unknown subscription_type '%s'", t)
+    check(event.BODY[t], 2, "unknown subscription_type '%s'", t)
     types = types + 1
   end
   check(types == 1 or f.client_type == "mobile", 2, "a cloud subscription takes one subscription_type")

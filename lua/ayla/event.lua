@@ -20,7 +20,8 @@ local BODY = {
   location = "location_event",
   registration = "registration_event",
 }
-M.BODY = BODY
+M.BODY = BODY -- its keys are the event types
+M.TYPE_NAMES = "datapoint, datapointack, connectivity, location, registration"
 
 local null = cjson.null
 M.null = null

@@ -145,15 +145,12 @@ local function start_sim(self, sim_opts)
   return true
 end
 
-local SUB_TYPES = { datapoint = true, datapointack = true, connectivity = true, location = true,
-                    registration = true }
-
 -- The event types of opts.subscribe, checked before any subscription is made.
 local function sub_kinds(subscribe)
   local kinds = {}
   for kind in (subscribe or "datapoint,datapointack,connectivity"):gmatch("[^,%s]+") do
-    check(SUB_TYPES[kind], 3, "option 'subscribe': unknown event type '%s' (known: %s)", kind,
-      "datapoint, datapointack, connectivity, location, registration")
+    check(event.BODY[kind], 3, "option 'subscribe': unknown event type '%s' (known: %s)", kind,
+      event.TYPE_NAMES)
     kinds[#kinds + 1] = kind
   end
   check(#kinds > 0, 3, "option 'subscribe' names no event type "
@@ -309,7 +306,7 @@ local function merged(queues)
 end
 
 local TAIL_ONLY_RULES = { ["for"] = true, rate = true, debounce = true, own = true }
-local STATEFUL = { datapoint = true, datapointack = true, connectivity = true }
+local STATEFUL = trigger.STATEFUL
 
 -- The test tail applies to each event. A string names a dsn, a property, an
 -- oem_model or an event type; a table is an app:on filter (plus `type`); a

@@ -6,6 +6,7 @@ local ayla = require "ayla"
 local app_mod = require "ayla.app"
 local cjson = require "cjson.safe"
 local core = require "ayla.core"
+local event = require "ayla.event"
 local journal = require "ayla.journal"
 local regions = require "ayla.regions"
 local scheduler = require "ayla.scheduler"
@@ -62,8 +63,6 @@ local VALUES = {
   ["--replay-extra"] = "replay_extra", ["--journal"] = "journal", ["--cloud-url"] = "cloud_url",
 }
 local NUMBERS = { status = true, duration = true, budget = true, memory = true, replay_extra = true }
-local EVENT_TYPES = { datapoint = true, datapointack = true, connectivity = true, location = true,
-                      registration = true }
 
 -- What a --config file may set: the options' names, and their types.
 local CONFIG = {}
@@ -117,9 +116,8 @@ function M.parse(argv)
     if not ok then return nil, err end
   end
   for t in (o.subscribe or ""):gmatch("[^,%s]+") do
-    if not EVENT_TYPES[t] then
-      return nil, ("--subscribe: unknown event type '%s' (datapoint, datapointack, connectivity, "
-        .. "location, registration)"):format(t)
+    if not event.BODY[t] then
+      return nil, ("--subscribe: unknown event type '%s' (%s)"):format(t, event.TYPE_NAMES)
     end
   end
   o.url = o.url or os.getenv("AYLA_STREAM_URL")

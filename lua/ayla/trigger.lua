@@ -22,6 +22,7 @@ local KEYS = {
 }
 
 local STATEFUL = { datapoint = true, datapointack = true, connectivity = true }
+M.STATEFUL = STATEFUL -- the event types that carry a state (from/to, above/below)
 
 local function fail(fmt, ...) error(fmt:format(...), 4) end
 
