@@ -367,6 +367,21 @@ describe("ayla.journal, the edge cases a review found", function()
     again:close()
   end)
 
+  it("still runs the rules for an unfinished event it replays, whose id it handed over", function()
+    local j = assert(journal.open(dir .. "/j"))
+    j:received("s", dp("D", "p", 1, "dp-u", 1)) -- never finished
+    j:close()
+    local again = assert(journal.open(dir .. "/j"))
+    local a = app_mod.new { log = function() end, journal = again }
+    for _, t in ipairs(again:seen_datapoints(a._seen_size)) do a:_seen_before(t[1], t[2]) end
+    local n = 0
+    a:on("datapoint", function() n = n + 1 end)
+    for _, ev in ipairs(again:replay(ayla.decode)) do a:dispatch(ev) end
+    assert.equal(1, n)
+    assert.equal(0, a:stats().duplicates)
+    again:close()
+  end)
+
   it("turns deduplication off with dedupe = 0 and refuses a bad value", function()
     local a = app_mod.new { log = function() end, dedupe = 0 }
     local n = 0

@@ -406,7 +406,9 @@ end
 -- Processes one event: the twin cache, then every rule that matches. A
 -- datapoint seen before (same type and datapoint id) is counted and skipped.
 function App:dispatch(ev)
-  if self:_duplicate(ev) then
+  -- (A replay from the journal is in the window already: the journal handed
+  -- over the ids of every event it holds, this one's too. It still runs.)
+  if self:_duplicate(ev) and not ev.replayed then
     self.counters.duplicates = self.counters.duplicates + 1
     if self.journal then self.journal:finished(ev) end
     return
